@@ -1,0 +1,112 @@
+/**
+ * The parsed model of one ELF file: positions (file offsets) and values, never pointers, so that
+ * it stays valid when the image's chunks are re-read or copied for writing.
+ */
+import { Image } from "../elf/reader";
+
+export class Segment {
+  constructor(
+    public type: u32,
+    public flags: u32,
+    public off: u64,
+    public vaddr: u64,
+    public filesz: u64,
+    public memsz: u64,
+    public align: u64,
+  ) {}
+}
+
+export class DynEntry {
+  constructor(public tag: u64, public val: u64) {}
+}
+
+/** A `Verneed` entry: where its `vn_file` field is, and the string offsets it uses. */
+export class Verneed {
+  names: u32[] = []; // vna_name of each Vernaux
+  constructor(public fileFieldOff: u64, public file: u32) {}
+}
+
+export class Elf {
+  // ELF header
+  osabi: u32 = 0;
+  type: u32 = 0;
+  machine: u32 = 0;
+  phoff: u64 = 0;
+  shoff: u64 = 0;
+  phnum: u32 = 0;
+  shnum: u32 = 0;
+  shentsize: u32 = 0;
+  hasShdrs: bool = false;
+
+  segments: Segment[] = [];
+  loads: Segment[] = [];
+  interpIndex: i32 = -1; // index in segments of PT_INTERP
+  dynIndex: i32 = -1; // index in segments of PT_DYNAMIC
+
+  // Dynamic array: entries before the terminator, and the slots the segment holds.
+  dynOff: u64 = 0;
+  dynEntSize: u64 = 0;
+  dyn: DynEntry[] = [];
+  dynSpare: u32 = 0; // DT_NULL slots after the terminator
+
+  // Dynamic string table
+  strOff: u64 = 0;
+  strSize: u64 = 0;
+  hasStrtab: bool = false;
+
+  verneeds: Verneed[] = [];
+  verdefNames: u32[] = []; // first vda_name of each Verdef
+  verdefAllNames: u32[] = []; // every vda_name
+
+  /** Offsets into `.dynstr` referenced by dynamic symbols (only with ParseFlag.Refs). */
+  symNames: u32[] = [];
+  /** Whether bytes of `.dynstr` that no known reference uses may be reused. */
+  freeSpaceTrusted: bool = true;
+
+  constructor(public img: Image) {}
+
+  /** Value of the last entry with `tag` (glibc keeps the last), or `dflt`. */
+  dynVal(tag: u64, dflt: u64): u64 {
+    let v = dflt;
+    for (let i = 0, n = this.dyn.length; i < n; i++) {
+      const e = unchecked(this.dyn[i]);
+      if (e.tag == tag) v = e.val;
+    }
+    return v;
+  }
+
+  hasTag(tag: u64): bool {
+    for (let i = 0, n = this.dyn.length; i < n; i++) if (unchecked(this.dyn[i]).tag == tag) return true;
+    return false;
+  }
+
+  /** Maps a virtual address range to a file offset through the `PT_LOAD` holding it; u64.MAX if none. */
+  offFromAddr(addr: u64, len: u64): u64 {
+    for (let i = 0, n = this.loads.length; i < n; i++) {
+      const s = unchecked(this.loads[i]);
+      if (addr >= s.vaddr && addr - s.vaddr <= s.filesz && len <= s.filesz - (addr - s.vaddr)) {
+        return s.off + (addr - s.vaddr);
+      }
+    }
+    return u64.MAX_VALUE;
+  }
+
+  /** Length of the NUL-terminated string at `.dynstr` offset `idx`, or -1 (status set) when invalid. */
+  strLen(idx: u64): i64 {
+    if (!this.hasStrtab || idx >= this.strSize) return -1;
+    const base = this.img.at(this.strOff, this.strSize);
+    if (!base) return -1;
+    const end = base + <usize>this.strSize;
+    let p = base + <usize>idx;
+    const start = p;
+    while (p < end && load<u8>(p) != 0) p++;
+    if (p == end) return -1;
+    return <i64>(p - start);
+  }
+
+  /** Address in the image of `.dynstr` offset `idx` (the table must be present). */
+  strPtr(idx: u64): usize {
+    const base = this.img.at(this.strOff, this.strSize);
+    return base ? base + <usize>idx : 0;
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * Collects every reference into `.dynstr` that is not a dynamic entry: dynamic symbol names
+ * (`st_name`), found through the section headers or, in stripped files, `DT_HASH`/`DT_GNU_HASH`.
+ * Also decides whether unreferenced `.dynstr` bytes may be reused: only when no section we do not
+ * model links to `.dynstr` and the machine has no string-valued processor tags (MIPS).
+ */
+import { Status } from "../../src/shared/status";
+import {
+  DT_GNU_HASH, DT_HASH, DT_SYMENT, DT_SYMTAB, EM_MIPS, SHT_DYNAMIC, SHT_DYNSYM, SHT_GNU_VERDEF,
+  SHT_GNU_VERNEED, SHT_HASH, SHT_GNU_HASH, SHT_GNU_VERSYM, SHT_STRTAB,
+} from "../elf/constants";
+import { Elf } from "./model";
+
+/** Most dynamic symbols accepted (libLLVM has ~100k). */
+const MAX_SYMS: u64 = 1 << 24;
+
+export function parseSymbolRefs(elf: Elf): void {
+  const img = elf.img;
+  if (elf.machine == EM_MIPS) elf.freeSpaceTrusted = false;
+  const symAddr = elf.dynVal(DT_SYMTAB, u64.MAX_VALUE);
+  const ent = elf.dynVal(DT_SYMENT, img.is64 ? 24 : 16);
+  let count: u64 = u64.MAX_VALUE;
+  if (elf.hasShdrs) count = countFromSections(elf, symAddr);
+  if (!img.ok) return;
+  if (symAddr == u64.MAX_VALUE) return;
+  if (ent != (img.is64 ? 24 : 16)) {
+    img.fail(Status.BadSymbolTable);
+    return;
+  }
+  if (count == u64.MAX_VALUE) count = countFromHash(elf);
+  if (!img.ok) return;
+  if (count > MAX_SYMS) {
+    img.fail(Status.TooLarge);
+    return;
+  }
+  if (count == 0) return;
+  const off = elf.offFromAddr(symAddr, count * ent);
+  if (off == u64.MAX_VALUE) {
+    img.fail(Status.BadSymbolTable);
+    return;
+  }
+  if (!img.at(off, count * ent)) return;
+  for (let i: u64 = 0; i < count; i++) elf.symNames.push(img.u32(off + i * ent));
+}
+
+/** Finds `.dynsym` in the section headers; also marks free space untrusted if needed. */
+function countFromSections(elf: Elf, symAddr: u64): u64 {
+  const img = elf.img;
+  const size: u64 = img.is64 ? 64 : 40;
+  if (!img.at(elf.shoff, <u64>elf.shnum * size)) return u64.MAX_VALUE;
+  let count: u64 = u64.MAX_VALUE;
+  let strIndex: i64 = -1;
+  for (let i: u32 = 0; i < elf.shnum; i++) {
+    const o = elf.shoff + <u64>i * size;
+    const type = img.u32(o + 4);
+    const off = img.word(o + (img.is64 ? 24 : 16));
+    if (type == SHT_STRTAB && off == elf.strOff && elf.hasStrtab) strIndex = i;
+    if (type == SHT_DYNSYM && img.word(o + (img.is64 ? 16 : 12)) == symAddr) {
+      const shsize = img.word(o + (img.is64 ? 32 : 20));
+      const entsize = img.word(o + (img.is64 ? 56 : 36));
+      if (entsize != 0) count = shsize / entsize;
+    }
+  }
+  if (strIndex >= 0) {
+    for (let i: u32 = 0; i < elf.shnum; i++) {
+      const o = elf.shoff + <u64>i * size;
+      const type = img.u32(o + 4);
+      const link = img.u32(o + (img.is64 ? 40 : 24));
+      if (<i64>link != strIndex) continue;
+      if (type != SHT_DYNSYM && type != SHT_DYNAMIC && type != SHT_GNU_VERDEF && type != SHT_GNU_VERNEED &&
+        type != SHT_HASH && type != SHT_GNU_HASH && type != SHT_GNU_VERSYM) {
+        elf.freeSpaceTrusted = false;
+      }
+    }
+  }
+  return count;
+}
+
+/** Counts symbols from `DT_HASH` (nchain) or by walking the `DT_GNU_HASH` chains. */
+function countFromHash(elf: Elf): u64 {
+  const img = elf.img;
+  const hash = elf.dynVal(DT_HASH, u64.MAX_VALUE);
+  if (hash != u64.MAX_VALUE) {
+    const o = elf.offFromAddr(hash, 8);
+    if (o == u64.MAX_VALUE) {
+      img.fail(Status.BadSymbolTable);
+      return 0;
+    }
+    return <u64>img.u32(o + 4);
+  }
+  const gnu = elf.dynVal(DT_GNU_HASH, u64.MAX_VALUE);
+  if (gnu == u64.MAX_VALUE) {
+    // No way to size the table: refuse to reuse .dynstr bytes rather than guess.
+    elf.freeSpaceTrusted = false;
+    return 0;
+  }
+  const o = elf.offFromAddr(gnu, 16);
+  if (o == u64.MAX_VALUE) {
+    img.fail(Status.BadSymbolTable);
+    return 0;
+  }
+  const nbuckets = <u64>img.u32(o);
+  const symoffset = <u64>img.u32(o + 4);
+  const bloomSize = <u64>img.u32(o + 8);
+  const buckets = o + 16 + bloomSize * (img.is64 ? 8 : 4);
+  if (nbuckets > MAX_SYMS || bloomSize > MAX_SYMS || !img.at(buckets, nbuckets * 4)) return 0;
+  let max: u64 = 0;
+  for (let i: u64 = 0; i < nbuckets; i++) {
+    const b = <u64>img.u32(buckets + i * 4);
+    if (b > max) max = b;
+  }
+  if (max < symoffset) return symoffset;
+  const chains = buckets + nbuckets * 4;
+  let idx = max;
+  while (img.ok) {
+    if (idx - symoffset > MAX_SYMS) {
+      img.fail(Status.TooLarge);
+      return 0;
+    }
+    const v = img.u32(chains + (idx - symoffset) * 4);
+    if (!img.ok) return 0;
+    if (v & 1) return idx + 1;
+    idx++;
+  }
+  return 0;
+}

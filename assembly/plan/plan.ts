@@ -1,0 +1,187 @@
+/**
+ * Plans every requested edit in one pass, in the fixed order of `EditRequest`:
+ * interpreter, soname, run path (remove, then set), remove needed, replace needed, add needed,
+ * no-default-lib. Works on the plan state and the image's working copies; never grows the file:
+ * an edit that does not fit returns `NoRoom`. Nothing is changed that need not change, so a
+ * request that is already satisfied plans no edit at all.
+ */
+import { Status } from "../../src/shared/status";
+import { DF_1_NODEFLIB, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME } from "../elf/constants";
+import { interpLen } from "../parse/header";
+import { Elf } from "../parse/model";
+import { Request, Str } from "./request";
+import { Plan } from "./state";
+import { placeString, strEquals } from "./strtab";
+
+export function planEdits(elf: Elf, req: Request, p: Plan): Status {
+  let s = validate(req);
+  if (s == Status.Ok && req.interp !== null) s = setInterpreter(elf, req.interp!);
+  const needsDynamic = req.soname !== null || req.removeRpath || req.rpath !== null ||
+    req.removeNeeded.length > 0 || req.replaceOld.length > 0 || req.addNeeded.length > 0 || req.noDefaultLib;
+  if (s == Status.Ok && needsDynamic && elf.dynIndex < 0) s = Status.NoDynamic;
+  if (s == Status.Ok && req.soname !== null) s = setString(p, DT_SONAME, req.soname!, DT_SONAME, false);
+  if (s == Status.Ok && req.removeRpath) removeTags(p, DT_RPATH, DT_RUNPATH);
+  if (s == Status.Ok && req.rpath !== null) {
+    const tag = req.rpathIsRpath ? DT_RPATH : DT_RUNPATH;
+    s = setString(p, tag, req.rpath!, req.rpathIsRpath ? DT_RUNPATH : DT_RPATH, true);
+  }
+  for (let i = 0; s == Status.Ok && i < req.removeNeeded.length; i++) removeNeeded(p, unchecked(req.removeNeeded[i]));
+  for (let i = 0; s == Status.Ok && i < req.replaceOld.length; i++) {
+    s = replaceNeeded(p, unchecked(req.replaceOld[i]), unchecked(req.replaceNew[i]));
+  }
+  if (s == Status.Ok) s = addNeeded(p, req.addNeeded);
+  if (s == Status.Ok && req.noDefaultLib) s = setNoDefaultLib(p);
+  if (s == Status.Ok && p.dyn.length > p.capacity) s = Status.NoRoom;
+  return s;
+}
+
+function hasNul(x: Str): bool {
+  for (let i: u64 = 0; i < x.len; i++) if (load<u8>(x.ptr + <usize>i) == 0) return true;
+  return false;
+}
+
+function validate(req: Request): Status {
+  const all: Str[] = [];
+  if (req.interp !== null) all.push(req.interp!);
+  if (req.soname !== null) all.push(req.soname!);
+  if (req.rpath !== null) all.push(req.rpath!);
+  for (let i = 0; i < req.removeNeeded.length; i++) all.push(unchecked(req.removeNeeded[i]));
+  for (let i = 0; i < req.replaceOld.length; i++) all.push(unchecked(req.replaceOld[i]));
+  for (let i = 0; i < req.replaceNew.length; i++) all.push(unchecked(req.replaceNew[i]));
+  for (let i = 0; i < req.addNeeded.length; i++) all.push(unchecked(req.addNeeded[i]));
+  for (let i = 0; i < all.length; i++) if (hasNul(unchecked(all[i]))) return Status.BadRequest;
+  return Status.Ok;
+}
+
+/** Writes the new interpreter into `PT_INTERP`'s bytes, NUL-padded; the segment size is kept. */
+function setInterpreter(elf: Elf, x: Str): Status {
+  if (elf.interpIndex < 0) return Status.NoInterpreter;
+  const seg = unchecked(elf.segments[elf.interpIndex]);
+  const cur = interpLen(elf);
+  if (cur < 0) return elf.img.ok ? Status.BadInterpreter : elf.img.status;
+  const ptr = elf.img.at(seg.off, seg.filesz);
+  if (<u64>cur == x.len && memory.compare(ptr, x.ptr, <usize>x.len) == 0) return Status.Ok;
+  if (x.len + 1 > seg.filesz) return Status.NoRoom;
+  memory.copy(ptr, x.ptr, <usize>x.len);
+  memory.fill(ptr + <usize>x.len, 0, <usize>(seg.filesz - x.len));
+  return Status.Ok;
+}
+
+/**
+ * Makes the array hold exactly one `tag` entry with string `x`: the first `tag` entry is kept,
+ * else the first `other` entry is retagged (when `convert`), else a new entry is appended before
+ * the terminator. Remaining `tag`/`other` entries are removed (when `convert`).
+ */
+function setString(p: Plan, tag: u64, x: Str, other: u64, convert: bool): Status {
+  let i = p.indexOf(tag);
+  if (i < 0 && convert) i = p.indexOf(other);
+  if (i < 0) {
+    const off = placeString(p, x.ptr, x.len, u64.MAX_VALUE);
+    if (off == u64.MAX_VALUE) return Status.NoRoom;
+    p.insert(p.dyn.length, tag, off);
+    return Status.Ok;
+  }
+  const e = unchecked(p.dyn[i]);
+  if (e.tag != tag) {
+    e.tag = tag;
+    p.dynDirty = true;
+  }
+  // Drop duplicates of either tag after the kept entry.
+  for (let j = p.dyn.length - 1; j >= 0; j--) {
+    const d = unchecked(p.dyn[j]);
+    if (j != i && (d.tag == tag || (convert && d.tag == other))) {
+      p.remove(j);
+      if (j < i) i--;
+    }
+  }
+  if (strEquals(p.elf, e.val, x.ptr, x.len)) return Status.Ok;
+  const old = e.val;
+  e.val = u64.MAX_VALUE; // detach while placing, so its old bytes count as free
+  const off = placeString(p, x.ptr, x.len, old);
+  e.val = off == u64.MAX_VALUE ? old : off;
+  if (off == u64.MAX_VALUE) return Status.NoRoom;
+  p.dynDirty = true;
+  return Status.Ok;
+}
+
+function removeTags(p: Plan, a: u64, b: u64): void {
+  for (let j = p.dyn.length - 1; j >= 0; j--) {
+    const t = unchecked(p.dyn[j]).tag;
+    if (t == a || t == b) p.remove(j);
+  }
+}
+
+function removeNeeded(p: Plan, x: Str): void {
+  for (let j = p.dyn.length - 1; j >= 0; j--) {
+    const e = unchecked(p.dyn[j]);
+    if (e.tag == DT_NEEDED && strEquals(p.elf, e.val, x.ptr, x.len)) p.remove(j);
+  }
+}
+
+/** Points every `DT_NEEDED` and `vn_file` naming `old` at `nw` (patchelf updates both too). */
+function replaceNeeded(p: Plan, old: Str, nw: Str): Status {
+  const elf = p.elf;
+  let oldOff = u64.MAX_VALUE;
+  const hits: i32[] = [];
+  for (let j = 0, n = p.dyn.length; j < n; j++) {
+    const e = unchecked(p.dyn[j]);
+    if (e.tag == DT_NEEDED && strEquals(elf, e.val, old.ptr, old.len)) {
+      if (oldOff == u64.MAX_VALUE) oldOff = e.val;
+      hits.push(j);
+    }
+  }
+  if (hits.length == 0 || (old.len == nw.len && memory.compare(old.ptr, nw.ptr, <usize>old.len) == 0)) return Status.Ok;
+  const vn: i32[] = [];
+  for (let j = 0, n = p.vnFiles.length; j < n; j++) {
+    if (strEquals(elf, unchecked(p.vnFiles[j]), old.ptr, old.len)) vn.push(j);
+  }
+  const saved: u64[] = [];
+  for (let k = 0; k < hits.length; k++) {
+    const e = unchecked(p.dyn[unchecked(hits[k])]);
+    saved.push(e.val);
+    e.val = u64.MAX_VALUE;
+  }
+  for (let k = 0; k < vn.length; k++) p.vnFiles[unchecked(vn[k])] = u64.MAX_VALUE;
+  const off = placeString(p, nw.ptr, nw.len, oldOff);
+  for (let k = 0; k < hits.length; k++) unchecked(p.dyn[unchecked(hits[k])]).val = off == u64.MAX_VALUE ? unchecked(saved[k]) : off;
+  for (let k = 0; k < vn.length; k++) p.vnFiles[unchecked(vn[k])] = off == u64.MAX_VALUE ? oldOff : off;
+  if (off == u64.MAX_VALUE) return Status.NoRoom;
+  p.dynDirty = true;
+  return Status.Ok;
+}
+
+/** Inserts new `DT_NEEDED` entries before the first existing one, in request order, skipping names present. */
+function addNeeded(p: Plan, names: Str[]): Status {
+  let at = p.indexOf(DT_NEEDED);
+  if (at < 0) at = 0;
+  for (let k = 0; k < names.length; k++) {
+    const x = unchecked(names[k]);
+    let present = false;
+    for (let j = 0, n = p.dyn.length; j < n; j++) {
+      const e = unchecked(p.dyn[j]);
+      if (e.tag == DT_NEEDED && strEquals(p.elf, e.val, x.ptr, x.len)) present = true;
+    }
+    if (present) continue;
+    if (p.dyn.length + 1 > p.capacity) return Status.NoRoom;
+    const off = placeString(p, x.ptr, x.len, u64.MAX_VALUE);
+    if (off == u64.MAX_VALUE) return Status.NoRoom;
+    p.insert(at, DT_NEEDED, off);
+    at++;
+  }
+  return Status.Ok;
+}
+
+function setNoDefaultLib(p: Plan): Status {
+  const i = p.indexOf(DT_FLAGS_1);
+  if (i >= 0) {
+    const e = unchecked(p.dyn[i]);
+    if ((e.val & DF_1_NODEFLIB) == 0) {
+      e.val |= DF_1_NODEFLIB;
+      p.dynDirty = true;
+    }
+    return Status.Ok;
+  }
+  if (p.dyn.length + 1 > p.capacity) return Status.NoRoom;
+  p.insert(p.dyn.length, DT_FLAGS_1, DF_1_NODEFLIB);
+  return Status.Ok;
+}

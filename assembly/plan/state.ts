@@ -1,0 +1,50 @@
+/** The mutable state of one plan: the dynamic array and `vn_file` values as they will be written. */
+import { DynEntry, Elf } from "../parse/model";
+
+export class PlanEntry extends DynEntry {
+  /** Index of the entry in the original array, or -1 for an entry the plan adds. */
+  constructor(tag: u64, val: u64, public origIndex: i32) {
+    super(tag, val);
+  }
+}
+
+export class Plan {
+  dyn: PlanEntry[] = [];
+  dynDirty: bool = false;
+  /** Current `vn_file` of each Verneed (u64.MAX while detached during a placement). */
+  vnFiles: u64[] = [];
+
+  constructor(public elf: Elf) {
+    for (let i = 0, n = elf.dyn.length; i < n; i++) {
+      const e = unchecked(elf.dyn[i]);
+      this.dyn.push(new PlanEntry(e.tag, e.val, i));
+    }
+    for (let i = 0, n = elf.verneeds.length; i < n; i++) this.vnFiles.push(<u64>unchecked(elf.verneeds[i]).file);
+  }
+
+  /** How many entries `.dynamic` can hold without moving: used slots plus spare DT_NULLs. */
+  get capacity(): i32 {
+    return this.elf.dyn.length + <i32>this.elf.dynSpare;
+  }
+
+  indexOf(tag: u64): i32 {
+    for (let i = 0, n = this.dyn.length; i < n; i++) if (unchecked(this.dyn[i]).tag == tag) return i;
+    return -1;
+  }
+
+  remove(i: i32): void {
+    this.dyn.splice(i, 1);
+    this.dynDirty = true;
+  }
+
+  insert(i: i32, tag: u64, val: u64): void {
+    const e = new PlanEntry(tag, val, -1);
+    const out: PlanEntry[] = [];
+    for (let j = 0, n = this.dyn.length; j <= n; j++) {
+      if (j == i) out.push(e);
+      if (j < n) out.push(unchecked(this.dyn[j]));
+    }
+    this.dyn = out;
+    this.dynDirty = true;
+  }
+}

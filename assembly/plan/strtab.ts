@@ -1,0 +1,139 @@
+/**
+ * Places strings in `.dynstr` without moving it. Linkers tail-merge `.dynstr` (a symbol name may be
+ * the tail of a run path), so before any byte is overwritten every live reference is considered:
+ * dynamic entries, dynamic symbol names, `Verneed`/`Verdef` names. Placement order:
+ *   1. an existing live string (or tail of one) equal to the new string: no byte written;
+ *   2. in place at the old string's offset, if the bytes from there are unreferenced;
+ *   3. the first unreferenced run of bytes large enough (dead strings left by earlier edits);
+ *   otherwise `NoRoom`. Never writes into bytes any live reference uses.
+ */
+import { isStringTag } from "../elf/constants";
+import { Elf } from "../parse/model";
+import { Plan } from "./state";
+
+/** Sorted list of covered `.dynstr` intervals `[start, nul]` (inclusive), from live references. */
+class Covered {
+  starts: u64[] = [];
+  ends: u64[] = [];
+}
+
+function compareU64(a: u64, b: u64): i32 {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Every live string offset: dynamic entries (current values), symbols, versions, and offset 0. */
+function liveRefs(p: Plan): u64[] {
+  const elf = p.elf;
+  const refs: u64[] = [0];
+  for (let i = 0, n = p.dyn.length; i < n; i++) {
+    const e = unchecked(p.dyn[i]);
+    if (isStringTag(e.tag) && e.val != u64.MAX_VALUE) refs.push(e.val);
+  }
+  for (let i = 0, n = elf.symNames.length; i < n; i++) refs.push(<u64>unchecked(elf.symNames[i]));
+  for (let i = 0, n = p.vnFiles.length; i < n; i++) {
+    const v = unchecked(p.vnFiles[i]);
+    if (v != u64.MAX_VALUE) refs.push(v);
+  }
+  for (let i = 0, n = elf.verneeds.length; i < n; i++) {
+    const names = unchecked(elf.verneeds[i]).names;
+    for (let j = 0, m = names.length; j < m; j++) refs.push(<u64>unchecked(names[j]));
+  }
+  for (let i = 0, n = elf.verdefAllNames.length; i < n; i++) refs.push(<u64>unchecked(elf.verdefAllNames[i]));
+  refs.sort(compareU64);
+  return refs;
+}
+
+function covered(p: Plan): Covered {
+  const elf = p.elf;
+  const refs = liveRefs(p);
+  const c = new Covered();
+  const base = elf.strPtr(0);
+  const size = elf.strSize;
+  let curEnd: i64 = -1;
+  for (let i = 0, n = refs.length; i < n; i++) {
+    const r = unchecked(refs[i]);
+    if (r >= size) continue; // validated at parse; defensive
+    if (<i64>r <= curEnd) continue; // inside the current string: same terminator
+    let e = r;
+    while (e < size && load<u8>(base + <usize>e) != 0) e++;
+    c.starts.push(r);
+    c.ends.push(e);
+    curEnd = <i64>e;
+  }
+  return c;
+}
+
+/** Length of the unreferenced run of bytes starting at `pos` (0 if `pos` is in use). */
+function freeRunAt(c: Covered, pos: u64, size: u64): u64 {
+  for (let i = 0, n = c.starts.length; i < n; i++) {
+    const s = unchecked(c.starts[i]);
+    const e = unchecked(c.ends[i]);
+    if (pos >= s && pos <= e) return 0;
+    if (s > pos) return s - pos;
+  }
+  return size - pos;
+}
+
+/** Offset of an existing live string whose tail equals the new string, or u64.MAX. */
+function findExisting(p: Plan, c: Covered, s: usize, len: u64): u64 {
+  const base = p.elf.strPtr(0);
+  for (let i = 0, n = c.starts.length; i < n; i++) {
+    const st = unchecked(c.starts[i]);
+    const e = unchecked(c.ends[i]);
+    if (e - st < len) continue;
+    const at = e - len;
+    if (len == 0 || memory.compare(base + <usize>at, s, <usize>len) == 0) return at;
+  }
+  return u64.MAX_VALUE;
+}
+
+function writeAt(elf: Elf, at: u64, s: usize, len: u64): void {
+  const dst = elf.strPtr(at);
+  memory.copy(dst, s, <usize>len);
+  store<u8>(dst + <usize>len, 0);
+}
+
+/**
+ * Returns the `.dynstr` offset where `s` (len bytes, no NUL) now lives, writing it if needed, or
+ * u64.MAX when it cannot be placed. The references being retargeted must already be detached
+ * (set to u64.MAX in the plan) so their old bytes count as free. `oldOff` is the old string's
+ * offset (u64.MAX when the reference is new).
+ */
+export function placeString(p: Plan, s: usize, len: u64, oldOff: u64): u64 {
+  const elf = p.elf;
+  if (!elf.hasStrtab) return u64.MAX_VALUE;
+  const c = covered(p);
+  const found = findExisting(p, c, s, len);
+  if (found != u64.MAX_VALUE) return found;
+  const size = elf.strSize;
+  if (oldOff != u64.MAX_VALUE && oldOff < size) {
+    let room = freeRunAt(c, oldOff, size);
+    const oldLen = <u64>elf.strLen(oldOff);
+    if (!elf.freeSpaceTrusted && room > oldLen + 1) room = oldLen + 1;
+    if (room >= len + 1) {
+      writeAt(elf, oldOff, s, len);
+      // Clear the rest of the old string so no stale text stays readable; those bytes stay free.
+      const clearEnd = oldOff + (oldLen + 1 < room ? oldLen + 1 : room);
+      if (clearEnd > oldOff + len + 1) memory.fill(elf.strPtr(oldOff + len + 1), 0, <usize>(clearEnd - oldOff - len - 1));
+      return oldOff;
+    }
+  }
+  if (!elf.freeSpaceTrusted) return u64.MAX_VALUE;
+  // First fit in the unreferenced bytes (gaps between covered intervals, and the tail).
+  let pos: u64 = 0;
+  for (let i = 0, n = c.starts.length; i <= n; i++) {
+    const next = i < n ? unchecked(c.starts[i]) : size;
+    if (next > pos && next - pos >= len + 1) {
+      writeAt(elf, pos, s, len);
+      return pos;
+    }
+    if (i < n) pos = unchecked(c.ends[i]) + 1;
+  }
+  return u64.MAX_VALUE;
+}
+
+/** Whether the `.dynstr` string at `idx` equals `s` (len bytes). */
+export function strEquals(elf: Elf, idx: u64, s: usize, len: u64): bool {
+  const l = elf.strLen(idx);
+  return l >= 0 && <u64>l == len && (len == 0 || memory.compare(elf.strPtr(idx), s, <usize>len) == 0);
+}

@@ -1,0 +1,136 @@
+/**
+ * One instance of the Wasm core and the host half of its protocol: give the core the ranges it
+ * asks for (read straight into its memory, never the whole file), collect its records, and turn
+ * statuses into error records. A trap (a core bug) discards the instance; the next call gets a
+ * fresh one from the shared compiled module.
+ */
+import { fstatSync, readSync } from "node:fs";
+import { ElfPatchError, ErrorCode, statusToError } from "../errors.js";
+import { ParseFlag } from "../shared/abi.js";
+import { Status } from "../shared/status.js";
+import { decodeInfo } from "./decode.js";
+import { coreModule, type CoreFlavor } from "./module.js";
+import { encodeRequest } from "./request.js";
+import type { Edit, EditRequest, ElfInfo } from "./types.js";
+
+interface CoreExports {
+  memory: WebAssembly.Memory;
+  beginJob(size: number): void;
+  provide(off: number, len: number): number;
+  needOff(): number;
+  needLen(): number;
+  parse(flags: number): number;
+  infoPtr(): number;
+  infoLen(): number;
+  requestAlloc(len: number): number;
+  plan(reqLen: number): number;
+  editsPtr(): number;
+  editsLen(): number;
+}
+
+/** The first read of every file: covers the headers (and all tables of a small library) at once. */
+const PREFIX = 64 * 1024;
+/** A parse needing more rounds than this is a core bug, not a property of the file. */
+const MAX_ROUNDS = 64;
+
+export class CoreEngine {
+  private core: CoreExports | null = null;
+
+  constructor(private readonly module: WebAssembly.Module = coreModule()) {}
+
+  static create(flavor: CoreFlavor = "release"): CoreEngine {
+    return new CoreEngine(coreModule(flavor));
+  }
+
+  private instance(): CoreExports {
+    if (!this.core) {
+      const abort = (): never => {
+        throw new ElfPatchError(ErrorCode.INTERNAL, "Core aborted");
+      };
+      const inst = new WebAssembly.Instance(this.module, { env: { abort } });
+      this.core = inst.exports as unknown as CoreExports;
+    }
+    return this.core;
+  }
+
+  /** Runs `fn` against the core; any trap discards the instance and becomes an INTERNAL error. */
+  private guarded<T>(fn: (core: CoreExports) => T): T {
+    const core = this.instance();
+    try {
+      return fn(core);
+    } catch (err) {
+      this.core = null;
+      if (err instanceof ElfPatchError && err.code !== ErrorCode.INTERNAL) throw err;
+      throw new ElfPatchError(ErrorCode.INTERNAL, `Core trapped: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Parses the open file `fd`: returns the status and, on success, the info record. */
+  parseFd(fd: number, path: string, flags: number): { status: Status; info?: ElfInfo } {
+    const size = fstatSync(fd).size;
+    return this.guarded((core) => {
+      core.beginJob(size);
+      const first = Math.min(size, PREFIX);
+      if (first > 0) readRange(core, fd, 0, first);
+      let status = core.parse(flags) as Status;
+      for (let round = 0; status === Status.NeedRange; round++) {
+        if (round >= MAX_ROUNDS) throw new ElfPatchError(ErrorCode.INTERNAL, "Core asked for too many ranges");
+        readRange(core, fd, core.needOff(), core.needLen());
+        status = core.parse(flags) as Status;
+      }
+      if (status !== Status.Ok) return { status };
+      const mem = new Uint8Array(core.memory.buffer, core.infoPtr(), core.infoLen());
+      return { status, info: decodeInfo(path, size, mem) };
+    });
+  }
+
+  inspectFd(fd: number, path: string): ElfInfo {
+    const r = this.parseFd(fd, path, 0);
+    if (!r.info) throw statusError(r.status);
+    return r.info;
+  }
+
+  /** Plans `req` on the open file: the info before, and the byte-exact edits (empty for a no-op). */
+  planFd(fd: number, path: string, req: EditRequest): { before: ElfInfo; edits: Edit[] } {
+    const r = this.parseFd(fd, path, ParseFlag.Refs);
+    if (!r.info) throw statusError(r.status);
+    const blob = encodeRequest(req);
+    const edits = this.guarded((core) => {
+      const ptr = core.requestAlloc(blob.length);
+      new Uint8Array(core.memory.buffer, ptr, blob.length).set(blob);
+      const status = core.plan(blob.length) as Status;
+      if (status !== Status.Ok) throw statusError(status);
+      return decodeEdits(new Uint8Array(core.memory.buffer, core.editsPtr(), core.editsLen()));
+    });
+    return { before: r.info, edits };
+  }
+}
+
+function statusError(status: Status): ElfPatchError {
+  const e = statusToError(status);
+  return new ElfPatchError(e.code, e.message);
+}
+
+/** Reads `[off, off+len)` of the file straight into the memory the core allots for it. */
+function readRange(core: CoreExports, fd: number, off: number, len: number): void {
+  const ptr = core.provide(off, len);
+  const view = new Uint8Array(core.memory.buffer, ptr, len); // fresh view: memory may have grown
+  let done = 0;
+  while (done < len) {
+    const n = readSync(fd, view, done, len - done, off + done);
+    if (n === 0) throw new ElfPatchError(ErrorCode.ELF_TRUNCATED, "File changed size while being read");
+    done += n;
+  }
+}
+
+function decodeEdits(mem: Uint8Array): Edit[] {
+  const view = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
+  const edits: Edit[] = [];
+  for (let at = 0; at + 12 <= mem.length; ) {
+    const offset = view.getFloat64(at, true);
+    const len = view.getUint32(at + 8, true);
+    edits.push({ offset, bytes: mem.slice(at + 12, at + 12 + len) });
+    at += 12 + len;
+  }
+  return edits;
+}

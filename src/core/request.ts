@@ -1,0 +1,51 @@
+/** Encodes an EditRequest into the core's request blob (`src/shared/abi.ts`, EditOp). */
+import { EditOp } from "../shared/abi.js";
+import type { EditRequest } from "./types.js";
+
+const utf8 = new TextEncoder();
+
+export function encodeRequest(req: EditRequest): Uint8Array {
+  const parts: Uint8Array[] = [];
+  const rec = (op: EditOp, payload: Uint8Array): void => {
+    const head = new Uint8Array(5);
+    head[0] = op;
+    new DataView(head.buffer).setUint32(1, payload.length, true);
+    parts.push(head, payload);
+  };
+  const str = (s: string): Uint8Array => utf8.encode(s);
+  if (req.interpreter !== undefined) rec(EditOp.SetInterpreter, str(req.interpreter));
+  if (req.soname !== undefined) rec(EditOp.SetSoname, str(req.soname));
+  if (req.removeRpath) rec(EditOp.RemoveRpath, new Uint8Array(0));
+  if (req.setRpath !== undefined) {
+    const s = str(req.setRpath);
+    const payload = new Uint8Array(1 + s.length);
+    payload[0] = req.rpathTag === "rpath" ? 1 : 0;
+    payload.set(s, 1);
+    rec(EditOp.SetRpath, payload);
+  }
+  for (const n of req.removeNeeded ?? []) rec(EditOp.RemoveNeeded, str(n));
+  for (const [o, n] of req.replaceNeeded ?? []) {
+    const a = str(o);
+    const b = str(n);
+    const payload = new Uint8Array(4 + a.length + b.length);
+    new DataView(payload.buffer).setUint32(0, a.length, true);
+    payload.set(a, 4);
+    payload.set(b, 4 + a.length);
+    rec(EditOp.ReplaceNeeded, payload);
+  }
+  for (const n of req.addNeeded ?? []) rec(EditOp.AddNeeded, str(n));
+  if (req.noDefaultLib) rec(EditOp.NoDefaultLib, new Uint8Array(0));
+  const total = parts.reduce((s, p) => s + p.length, 0);
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** Whether the request asks for anything at all. */
+export function isEmptyRequest(req: EditRequest): boolean {
+  return encodeRequest(req).length === 0;
+}

@@ -1,0 +1,84 @@
+/**
+ * The programmatic API: inspect, plan and patch single files. Every function returns a plain
+ * record; a file that cannot be handled gives a `FileError` record, never an exception.
+ */
+import { closeSync, fstatSync, openSync, realpathSync } from "node:fs";
+import { CoreEngine } from "./core/engine.js";
+import { ElfPatchError, ErrorCode, toErrorRecord } from "./errors.js";
+import { writeEditsAtomically } from "./io/safe-write.js";
+import type { EditRequest, ElfInfo, FileError, PlanResult } from "./core/types.js";
+
+export type { EditRequest, ElfInfo, FileError, PlanResult, Edit, RunpathTag } from "./core/types.js";
+export { CoreEngine } from "./core/engine.js";
+export { ErrorCode, type ErrorRecord } from "./errors.js";
+
+/** The result of `patchFile` for a file that could be handled. */
+export interface PatchResult {
+  path: string;
+  changed: boolean;
+  before: ElfInfo;
+  after: ElfInfo;
+  /** Number of byte ranges written. */
+  edits: number;
+}
+
+let shared: CoreEngine | null = null;
+function engine(): CoreEngine {
+  return (shared ??= CoreEngine.create());
+}
+
+export function isFileError(r: unknown): r is FileError {
+  return typeof r === "object" && r !== null && "error" in r;
+}
+
+function withFile<T>(path: string, fn: (fd: number) => T): T {
+  const fd = openSync(path, "r");
+  try {
+    if (!fstatSync(fd).isFile()) throw new ElfPatchError(ErrorCode.IO_NOT_FILE, "Not a regular file");
+    return fn(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Everything the core reads from one file. */
+export function inspectFile(path: string, eng: CoreEngine = engine()): ElfInfo | FileError {
+  try {
+    return withFile(path, (fd) => eng.inspectFd(fd, path));
+  } catch (err) {
+    return { path, error: toErrorRecord(err) };
+  }
+}
+
+/** Plans `req` on one file without writing anything. */
+export function planFile(path: string, req: EditRequest, eng: CoreEngine = engine()): PlanResult | FileError {
+  try {
+    return withFile(path, (fd) => {
+      const { before, edits } = eng.planFd(fd, path, req);
+      return { before, edits, newSize: before.size };
+    });
+  } catch (err) {
+    return { path, error: toErrorRecord(err) };
+  }
+}
+
+/**
+ * Applies `req` to one file. Nothing is written when nothing changes; otherwise the file is
+ * replaced atomically (see `io/safe-write.ts`) after the new version parsed successfully.
+ * A symlink is followed: its target is patched and the link kept.
+ */
+export function patchFile(path: string, req: EditRequest, eng: CoreEngine = engine()): PatchResult | FileError {
+  try {
+    const target = realpathSync(path);
+    const plan = planFile(target, req, eng);
+    if (isFileError(plan)) return { path, error: plan.error };
+    if (plan.edits.length === 0) return { path, changed: false, before: plan.before, after: plan.before, edits: 0 };
+    let after: ElfInfo | null = null;
+    writeEditsAtomically(target, plan.edits, plan.newSize, (fd) => {
+      after = eng.inspectFd(fd, path);
+    });
+    return { path, changed: true, before: { ...plan.before, path }, after: after!, edits: plan.edits.length };
+  } catch (err) {
+    return { path, error: toErrorRecord(err) };
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * Crash-safe application of an edit list: the new version is made in a temp file in the same
+ * directory (a kernel copy/clone of the original plus the edits), fsynced, checked by `verify`,
+ * and renamed over the original. Mode, owner and group are kept. On any failure the temp file is
+ * removed and the original is untouched. The rename replaces this path only: other hard links to
+ * the old inode keep the old bytes (uv's cache stays intact).
+ */
+import {
+  closeSync, constants, copyFileSync, fchownSync, fstatSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync,
+} from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { threadId } from "node:worker_threads";
+import { ElfPatchError, ErrorCode } from "../errors.js";
+import type { Edit } from "../core/types.js";
+
+let counter = 0;
+
+function tempPathFor(target: string): string {
+  counter++;
+  return join(dirname(target), `.${basename(target)}.elfpatch-${process.pid}-${threadId}-${counter}.tmp`);
+}
+
+/**
+ * Writes `edits` to a copy of `target` and renames it over `target`. `verify(fd)` runs on the
+ * finished temp file before the rename and throws to abort.
+ */
+export function writeEditsAtomically(target: string, edits: Edit[], newSize: number, verify: (fd: number) => void): void {
+  const tmp = tempPathFor(target);
+  let fd = -1;
+  try {
+    const st = fstatOf(target);
+    copyFileSync(target, tmp, constants.COPYFILE_FICLONE);
+    fd = openSync(tmp, "r+");
+    for (const e of edits) {
+      let done = 0;
+      while (done < e.bytes.length) done += writeSync(fd, e.bytes, done, e.bytes.length - done, e.offset + done);
+    }
+    if (fstatSync(fd).size !== newSize) throw new ElfPatchError(ErrorCode.INTERNAL, "Edited file has an unexpected size");
+    if (st.uid !== process.getuid?.() || st.gid !== process.getgid?.()) {
+      try {
+        fchownSync(fd, st.uid, st.gid);
+      } catch {
+        // Not permitted for an unprivileged user; the file then belongs to the user running elfpatch.
+      }
+    }
+    fsyncSync(fd);
+    verify(fd);
+    closeSync(fd);
+    fd = -1;
+    renameSync(tmp, target);
+    syncDir(dirname(target));
+  } catch (err) {
+    if (fd >= 0) closeSync(fd);
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // The temp file was never created, or was already renamed.
+    }
+    throw err;
+  }
+}
+
+function fstatOf(path: string): { uid: number; gid: number } {
+  const fd = openSync(path, "r");
+  try {
+    const st = fstatSync(fd);
+    return { uid: st.uid, gid: st.gid };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function syncDir(dir: string): void {
+  let fd = -1;
+  try {
+    fd = openSync(dir, "r");
+    fsyncSync(fd);
+  } catch {
+    // Some file systems refuse fsync on directories; the rename itself is already atomic.
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
+}

@@ -1,0 +1,16 @@
+import { defineConfig } from "vitest/config";
+
+// One config, two kinds of test files:
+// - test/unit/**: in-process, call the engine and the wasm core directly; milliseconds each.
+// - test/integration/**: spawn real tools (gcc, readelf, eu-elflint, ld.so, the built CLI) on
+//   real ELF files; slower, so they get a longer timeout.
+// `npm test` runs `npm run build` first (pretest), so build/ is always current.
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    testTimeout: 300_000,
+    hookTimeout: 600_000,
+    globalSetup: ["test/setup/global-setup.ts"],
+    pool: "forks",
+  },
+});
