@@ -3,13 +3,13 @@
  * record; a file that cannot be handled gives a `FileError` record, never an exception.
  */
 import { closeSync, fstatSync, openSync, realpathSync } from "node:fs";
-import { CoreEngine } from "./core/engine.js";
+import { CoreEngine, fdSource } from "./core/engine.js";
 import { ElfPatchError, ErrorCode, toErrorRecord } from "./errors.js";
 import { writeEditsAtomically } from "./io/safe-write.js";
 import type { EditRequest, ElfInfo, FileError, PlanResult } from "./core/types.js";
 
 export type { EditRequest, ElfInfo, FileError, PlanResult, Edit, RunpathTag } from "./core/types.js";
-export { CoreEngine } from "./core/engine.js";
+export { CoreEngine, bufferSource, fdSource, type ByteSource } from "./core/engine.js";
 export { ErrorCode, type ErrorRecord } from "./errors.js";
 
 /** The result of `patchFile` for a file that could be handled. */
@@ -17,7 +17,8 @@ export interface PatchResult {
   path: string;
   changed: boolean;
   before: ElfInfo;
-  after: ElfInfo;
+  /** The file as written; null under `dryRun` (nothing was written). */
+  after: ElfInfo | null;
   /** Number of byte ranges written. */
   edits: number;
 }
@@ -44,7 +45,7 @@ function withFile<T>(path: string, fn: (fd: number) => T): T {
 /** Everything the core reads from one file. */
 export function inspectFile(path: string, eng: CoreEngine = engine()): ElfInfo | FileError {
   try {
-    return withFile(path, (fd) => eng.inspectFd(fd, path));
+    return withFile(path, (fd) => eng.inspect(fdSource(fd), path));
   } catch (err) {
     return { path, error: toErrorRecord(err) };
   }
@@ -54,7 +55,7 @@ export function inspectFile(path: string, eng: CoreEngine = engine()): ElfInfo |
 export function planFile(path: string, req: EditRequest, eng: CoreEngine = engine()): PlanResult | FileError {
   try {
     return withFile(path, (fd) => {
-      const { before, edits } = eng.planFd(fd, path, req);
+      const { before, edits } = eng.plan(fdSource(fd), path, req);
       return { before, edits, newSize: before.size };
     });
   } catch (err) {
@@ -67,17 +68,24 @@ export function planFile(path: string, req: EditRequest, eng: CoreEngine = engin
  * replaced atomically (see `io/safe-write.ts`) after the new version parsed successfully.
  * A symlink is followed: its target is patched and the link kept.
  */
-export function patchFile(path: string, req: EditRequest, eng: CoreEngine = engine()): PatchResult | FileError {
+export function patchFile(
+  path: string,
+  req: EditRequest,
+  opts: { dryRun?: boolean } = {},
+  eng: CoreEngine = engine(),
+): PatchResult | FileError {
   try {
     const target = realpathSync(path);
     const plan = planFile(target, req, eng);
     if (isFileError(plan)) return { path, error: plan.error };
-    if (plan.edits.length === 0) return { path, changed: false, before: plan.before, after: plan.before, edits: 0 };
+    const before = { ...plan.before, path };
+    if (plan.edits.length === 0) return { path, changed: false, before, after: before, edits: 0 };
+    if (opts.dryRun) return { path, changed: true, before, after: null, edits: plan.edits.length };
     let after: ElfInfo | null = null;
     writeEditsAtomically(target, plan.edits, plan.newSize, (fd) => {
-      after = eng.inspectFd(fd, path);
+      after = eng.inspect(fdSource(fd), path);
     });
-    return { path, changed: true, before: { ...plan.before, path }, after: after!, edits: plan.edits.length };
+    return { path, changed: true, before, after: after!, edits: plan.edits.length };
   } catch (err) {
     return { path, error: toErrorRecord(err) };
   }

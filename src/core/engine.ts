@@ -28,6 +28,37 @@ interface CoreExports {
   editsLen(): number;
 }
 
+/** Where the core's bytes come from: an open file (never read whole) or a buffer (tests). */
+export interface ByteSource {
+  size: number;
+  /** Fills `dst` with the file bytes starting at `off`; throws when they are not there. */
+  read(dst: Uint8Array, off: number): void;
+}
+
+export function fdSource(fd: number): ByteSource {
+  return {
+    size: fstatSync(fd).size,
+    read(dst, off) {
+      let done = 0;
+      while (done < dst.length) {
+        const n = readSync(fd, dst, done, dst.length - done, off + done);
+        if (n === 0) throw new ElfPatchError(ErrorCode.ELF_TRUNCATED, "File changed size while being read");
+        done += n;
+      }
+    },
+  };
+}
+
+export function bufferSource(buf: Uint8Array): ByteSource {
+  return {
+    size: buf.length,
+    read(dst, off) {
+      if (off + dst.length > buf.length) throw new ElfPatchError(ErrorCode.ELF_TRUNCATED, "Read past the end");
+      dst.set(buf.subarray(off, off + dst.length));
+    },
+  };
+}
+
 /** The first read of every file: covers the headers (and all tables of a small library) at once. */
 const PREFIX = 64 * 1024;
 /** A parse needing more rounds than this is a core bug, not a property of the file. */
@@ -65,17 +96,17 @@ export class CoreEngine {
     }
   }
 
-  /** Parses the open file `fd`: returns the status and, on success, the info record. */
-  parseFd(fd: number, path: string, flags: number): { status: Status; info?: ElfInfo } {
-    const size = fstatSync(fd).size;
+  /** Parses `src`: returns the status and, on success, the info record. */
+  parse(src: ByteSource, path: string, flags: number): { status: Status; info?: ElfInfo } {
+    const size = src.size;
     return this.guarded((core) => {
       core.beginJob(size);
       const first = Math.min(size, PREFIX);
-      if (first > 0) readRange(core, fd, 0, first);
+      if (first > 0) readRange(core, src, 0, first);
       let status = core.parse(flags) as Status;
       for (let round = 0; status === Status.NeedRange; round++) {
         if (round >= MAX_ROUNDS) throw new ElfPatchError(ErrorCode.INTERNAL, "Core asked for too many ranges");
-        readRange(core, fd, core.needOff(), core.needLen());
+        readRange(core, src, core.needOff(), core.needLen());
         status = core.parse(flags) as Status;
       }
       if (status !== Status.Ok) return { status };
@@ -84,15 +115,15 @@ export class CoreEngine {
     });
   }
 
-  inspectFd(fd: number, path: string): ElfInfo {
-    const r = this.parseFd(fd, path, 0);
+  inspect(src: ByteSource, path: string): ElfInfo {
+    const r = this.parse(src, path, 0);
     if (!r.info) throw statusError(r.status);
     return r.info;
   }
 
-  /** Plans `req` on the open file: the info before, and the byte-exact edits (empty for a no-op). */
-  planFd(fd: number, path: string, req: EditRequest): { before: ElfInfo; edits: Edit[] } {
-    const r = this.parseFd(fd, path, ParseFlag.Refs);
+  /** Plans `req`: the info before, and the byte-exact edits (empty for a no-op). */
+  plan(src: ByteSource, path: string, req: EditRequest): { before: ElfInfo; edits: Edit[] } {
+    const r = this.parse(src, path, ParseFlag.Refs);
     if (!r.info) throw statusError(r.status);
     const blob = encodeRequest(req);
     const edits = this.guarded((core) => {
@@ -112,15 +143,9 @@ function statusError(status: Status): ElfPatchError {
 }
 
 /** Reads `[off, off+len)` of the file straight into the memory the core allots for it. */
-function readRange(core: CoreExports, fd: number, off: number, len: number): void {
+function readRange(core: CoreExports, src: ByteSource, off: number, len: number): void {
   const ptr = core.provide(off, len);
-  const view = new Uint8Array(core.memory.buffer, ptr, len); // fresh view: memory may have grown
-  let done = 0;
-  while (done < len) {
-    const n = readSync(fd, view, done, len - done, off + done);
-    if (n === 0) throw new ElfPatchError(ErrorCode.ELF_TRUNCATED, "File changed size while being read");
-    done += n;
-  }
+  src.read(new Uint8Array(core.memory.buffer, ptr, len), off); // fresh view: memory may have grown
 }
 
 function decodeEdits(mem: Uint8Array): Edit[] {

@@ -1,0 +1,28 @@
+#!/usr/bin/env node
+/** The `elfpatch` executable: runs the program, maps errors to exit codes (0 ok, 1 failures, 2 usage, 3 internal). */
+import { CommanderError } from "commander";
+import { createProgram, type CliIo } from "./program.js";
+
+const io: CliIo = {
+  out: (line) => process.stdout.write(line + "\n"),
+  err: (line) => process.stderr.write(line + "\n"),
+  setExitCode: (code) => {
+    process.exitCode = code;
+  },
+  usage: (message) => {
+    process.stderr.write(`elfpatch: ${message}\n`);
+    process.exitCode = 2;
+  },
+};
+
+try {
+  await createProgram(io).parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    // --help and --version exit 0; every other commander error is a usage error.
+    process.exitCode = err.exitCode === 0 ? 0 : 2;
+  } else {
+    process.stderr.write(`elfpatch: internal error: ${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 3;
+  }
+}
