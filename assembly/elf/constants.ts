@@ -46,6 +46,7 @@ export const DT_GNU_HASH: u64 = 0x6ffffef5; // GNU-style hash table
 export const DT_CONFIG: u64 = 0x6ffffefa; // Configuration information
 export const DT_DEPAUDIT: u64 = 0x6ffffefb; // Dependency auditing
 export const DT_AUDIT: u64 = 0x6ffffefc; // Object auditing
+export const DT_VERSYM: u64 = 0x6ffffff0; // Address of the symbol version index table
 export const DT_FLAGS_1: u64 = 0x6ffffffb; // State flags
 export const DT_VERDEF: u64 = 0x6ffffffc; // Address of version definition table
 export const DT_VERDEFNUM: u64 = 0x6ffffffd; // Number of version definitions
@@ -54,6 +55,8 @@ export const DT_VERNEEDNUM: u64 = 0x6fffffff; // Number of needed versions
 export const DT_AUXILIARY: u64 = 0x7ffffffd; // Shared object to load before self
 export const DT_FILTER: u64 = 0x7fffffff; // Shared object to get values from
 export const DT_MIPS_RLD_MAP_REL: u64 = 0x70000035; // Address of run-time debug map, relative to this entry
+
+export const VER_NDX_GLOBAL: u32 = 1; // Symbol is global (unversioned)
 
 export const DF_1_NODEFLIB: u64 = 0x800; // Ignore default lib search path
 

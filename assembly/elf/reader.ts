@@ -155,6 +155,10 @@ export class Image {
   }
 
   // Stores, used only while planning (after `beginWrites`).
+  put16(off: u64, v: u32): void {
+    const p = this.at(off, 2);
+    if (p) store<u16>(p, this.big ? bswap<u16>(<u16>v) : <u16>v);
+  }
   put32(off: u64, v: u32): void {
     const p = this.at(off, 4);
     if (p) store<u32>(p, this.big ? bswap<u32>(v) : v);

@@ -20,9 +20,12 @@ export class DynEntry {
   constructor(public tag: u64, public val: u64) {}
 }
 
-/** A `Verneed` entry: where its `vn_file` field is, and the string offsets it uses. */
+/** A `Verneed` entry with its `Vernaux` entries, kept whole so the table can be rewritten. */
 export class Verneed {
   names: u32[] = []; // vna_name of each Vernaux
+  hashes: u32[] = []; // vna_hash
+  flags: u32[] = []; // vna_flags
+  others: u32[] = []; // vna_other: the version index symbols use in DT_VERSYM
   constructor(public fileFieldOff: u64, public file: u32) {}
 }
 
@@ -55,6 +58,14 @@ export class Elf {
   hasStrtab: bool = false;
 
   verneeds: Verneed[] = [];
+  verneedOff: u64 = 0;
+  /** Whether the Verneed table is laid out as linkers write it: each entry followed by its aux entries. */
+  verneedCompact: bool = true;
+  /** File offset of the `sh_info` field of the `SHT_GNU_verneed` section header, or 0. */
+  verneedShInfoOff: u64 = 0;
+  /** `DT_VERSYM` table offset (valid when versymCount > 0). */
+  versymOff: u64 = 0;
+  versymCount: u64 = 0;
   verdefNames: u32[] = []; // first vda_name of each Verdef
   verdefAllNames: u32[] = []; // every vda_name
 

@@ -6,7 +6,7 @@
  */
 import { Status } from "../../src/shared/status";
 import {
-  DT_GNU_HASH, DT_HASH, DT_SYMENT, DT_SYMTAB, EM_MIPS, SHT_DYNAMIC, SHT_DYNSYM, SHT_GNU_VERDEF,
+  DT_GNU_HASH, DT_HASH, DT_SYMENT, DT_SYMTAB, DT_VERSYM, EM_MIPS, SHT_DYNAMIC, SHT_DYNSYM, SHT_GNU_VERDEF,
   SHT_GNU_VERNEED, SHT_HASH, SHT_GNU_HASH, SHT_GNU_VERSYM, SHT_STRTAB,
 } from "../elf/constants";
 import { Elf } from "./model";
@@ -41,6 +41,21 @@ export function parseSymbolRefs(elf: Elf): void {
   }
   if (!img.at(off, count * ent)) return;
   for (let i: u64 = 0; i < count; i++) elf.symNames.push(img.u32(off + i * ent));
+  parseVersym(elf, count);
+}
+
+/** Locates `DT_VERSYM` (one u16 version index per dynamic symbol), needed when Verneed entries go. */
+function parseVersym(elf: Elf, count: u64): void {
+  const addr = elf.dynVal(DT_VERSYM, u64.MAX_VALUE);
+  if (addr == u64.MAX_VALUE) return;
+  const off = elf.offFromAddr(addr, count * 2);
+  if (off == u64.MAX_VALUE) {
+    elf.img.fail(Status.BadVersionTable);
+    return;
+  }
+  if (!elf.img.at(off, count * 2)) return;
+  elf.versymOff = off;
+  elf.versymCount = count;
 }
 
 /** Finds `.dynsym` in the section headers; also marks free space untrusted if needed. */
@@ -55,6 +70,9 @@ function countFromSections(elf: Elf, symAddr: u64): u64 {
     const type = img.u32(o + 4);
     const off = img.word(o + (img.is64 ? 24 : 16));
     if (type == SHT_STRTAB && off == elf.strOff && elf.hasStrtab) strIndex = i;
+    if (type == SHT_GNU_VERNEED && elf.verneeds.length > 0 && off == elf.verneedOff) {
+      elf.verneedShInfoOff = o + (img.is64 ? 44 : 28);
+    }
     if (type == SHT_DYNSYM && img.word(o + (img.is64 ? 16 : 12)) == symAddr) {
       const shsize = img.word(o + (img.is64 ? 32 : 20));
       const entsize = img.word(o + (img.is64 ? 56 : 36));

@@ -36,8 +36,11 @@ function parseVerneed(elf: Elf): void {
   let o = tableOff(elf, DT_VERNEED);
   if (o == u64.MAX_VALUE) return;
   const count = <u32>elf.dynVal(DT_VERNEEDNUM, 0);
+  elf.verneedOff = o;
   let budget = MAX_ENTRIES;
+  let expect = o; // where the next entry sits in the compact layout linkers write
   for (let i: u32 = 0; i < count; i++) {
+    if (o != expect) elf.verneedCompact = false;
     // Elf_Verneed: u16 vn_version, vn_cnt; u32 vn_file, vn_aux, vn_next (16 bytes, both classes)
     if (!img.at(o, 16)) return;
     if (img.u16(o) != 1 || budget == 0) {
@@ -50,7 +53,10 @@ function parseVerneed(elf: Elf): void {
     if (!checkName(elf, file)) return;
     const vn = new Verneed(o + 4, file);
     let a = o + <u64>img.u32(o + 8);
+    expect = o + 16;
     for (let j: u32 = 0; j < cnt; j++) {
+      if (a != expect) elf.verneedCompact = false;
+      expect = a + 16;
       // Elf_Vernaux: u32 vna_hash; u16 vna_flags, vna_other; u32 vna_name, vna_next (16 bytes)
       if (!img.at(a, 16)) return;
       if (budget == 0) {
@@ -61,6 +67,9 @@ function parseVerneed(elf: Elf): void {
       const name = img.u32(a + 8);
       if (!checkName(elf, name)) return;
       vn.names.push(name);
+      vn.hashes.push(img.u32(a));
+      vn.flags.push(img.u16(a + 4));
+      vn.others.push(img.u16(a + 6));
       const next = img.u32(a + 12);
       if (next == 0) break;
       a += <u64>next;

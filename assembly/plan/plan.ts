@@ -6,7 +6,9 @@
  * request that is already satisfied plans no edit at all.
  */
 import { Status } from "../../src/shared/status";
-import { DF_1_NODEFLIB, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME } from "../elf/constants";
+import {
+  DF_1_NODEFLIB, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, DT_VERDEF, DT_VERNEED, DT_VERNEEDNUM, DT_VERSYM,
+} from "../elf/constants";
 import { interpLen } from "../parse/header";
 import { Elf } from "../parse/model";
 import { Request, Str } from "./request";
@@ -25,7 +27,7 @@ export function planEdits(elf: Elf, req: Request, p: Plan): Status {
     const tag = req.rpathIsRpath ? DT_RPATH : DT_RUNPATH;
     s = setString(p, tag, req.rpath!, req.rpathIsRpath ? DT_RUNPATH : DT_RPATH, true);
   }
-  for (let i = 0; s == Status.Ok && i < req.removeNeeded.length; i++) removeNeeded(p, unchecked(req.removeNeeded[i]));
+  for (let i = 0; s == Status.Ok && i < req.removeNeeded.length; i++) s = removeNeeded(p, unchecked(req.removeNeeded[i]));
   for (let i = 0; s == Status.Ok && i < req.replaceOld.length; i++) {
     s = replaceNeeded(p, unchecked(req.replaceOld[i]), unchecked(req.replaceNew[i]));
   }
@@ -111,11 +113,47 @@ function removeTags(p: Plan, a: u64, b: u64): void {
   }
 }
 
-function removeNeeded(p: Plan, x: Str): void {
+/**
+ * Removes every `DT_NEEDED` naming `x`, and the `Verneed` entry for that file: ld.so asserts
+ * (`_dl_check_map_versions: needed != NULL`) when a Verneed file is not among the loaded objects.
+ * Symbols that used the dropped versions become unversioned (see write/emit.ts).
+ */
+function removeNeeded(p: Plan, x: Str): Status {
+  const elf = p.elf;
   for (let j = p.dyn.length - 1; j >= 0; j--) {
     const e = unchecked(p.dyn[j]);
-    if (e.tag == DT_NEEDED && strEquals(p.elf, e.val, x.ptr, x.len)) p.remove(j);
+    if (e.tag == DT_NEEDED && strEquals(elf, e.val, x.ptr, x.len)) p.remove(j);
   }
+  let remaining = 0;
+  for (let j = 0, n = p.vnFiles.length; j < n; j++) {
+    if (unchecked(p.vnRemoved[j])) continue;
+    if (strEquals(elf, unchecked(p.vnFiles[j]), x.ptr, x.len)) {
+      p.vnRemoved[j] = true;
+      p.vnFiles[j] = u64.MAX_VALUE; // its name no longer counts as a reference
+      p.vnDirty = true;
+    } else {
+      remaining++;
+    }
+  }
+  if (!p.vnDirty) return Status.Ok;
+  if (!elf.verneedCompact) return Status.BadVersionTable;
+  // With no Verneed and no Verdef left, ld.so allocates no version array but would still index it
+  // through DT_VERSYM: drop DT_VERSYM too (every symbol is unversioned by then).
+  const dropVersym = remaining == 0 && !elf.hasTag(DT_VERDEF);
+  for (let j = p.dyn.length - 1; j >= 0; j--) {
+    const e = unchecked(p.dyn[j]);
+    if (dropVersym && e.tag == DT_VERSYM) {
+      p.remove(j);
+      continue;
+    }
+    if (e.tag == DT_VERNEEDNUM && e.val != <u64>remaining) {
+      e.val = <u64>remaining;
+      p.dynDirty = true;
+    }
+    // glibc reads Verneed entries until vn_next == 0 without looking at the count: an empty table must go.
+    if (remaining == 0 && (e.tag == DT_VERNEED || e.tag == DT_VERNEEDNUM)) p.remove(j);
+  }
+  return Status.Ok;
 }
 
 /** Points every `DT_NEEDED` and `vn_file` naming `old` at `nw` (patchelf updates both too). */

@@ -13,13 +13,19 @@ export class Plan {
   dynDirty: bool = false;
   /** Current `vn_file` of each Verneed (u64.MAX while detached during a placement). */
   vnFiles: u64[] = [];
+  /** Verneed entries dropped with their last `DT_NEEDED` (the table is then rewritten). */
+  vnRemoved: bool[] = [];
+  vnDirty: bool = false;
 
   constructor(public elf: Elf) {
     for (let i = 0, n = elf.dyn.length; i < n; i++) {
       const e = unchecked(elf.dyn[i]);
       this.dyn.push(new PlanEntry(e.tag, e.val, i));
     }
-    for (let i = 0, n = elf.verneeds.length; i < n; i++) this.vnFiles.push(<u64>unchecked(elf.verneeds[i]).file);
+    for (let i = 0, n = elf.verneeds.length; i < n; i++) {
+      this.vnFiles.push(<u64>unchecked(elf.verneeds[i]).file);
+      this.vnRemoved.push(false);
+    }
   }
 
   /** How many entries `.dynamic` can hold without moving: used slots plus spare DT_NULLs. */

@@ -3,7 +3,7 @@
  * turns working copies into the edit list: `[f64 off][u32 len][bytes]` records, sorted by offset,
  * containing only bytes that differ from the original (so a no-op plan emits nothing).
  */
-import { DT_MIPS_RLD_MAP_REL, DT_NULL } from "../elf/constants";
+import { DT_MIPS_RLD_MAP_REL, DT_NULL, VER_NDX_GLOBAL } from "../elf/constants";
 import { Chunk } from "../elf/reader";
 import { Out } from "../elf/out";
 import { Elf } from "../parse/model";
@@ -34,11 +34,65 @@ export function writePlan(elf: Elf, p: Plan): void {
       }
     }
   }
+  if (p.vnDirty) {
+    rewriteVerneed(elf, p);
+    return;
+  }
   for (let i = 0, n = p.vnFiles.length; i < n; i++) {
     const v = <u32>unchecked(p.vnFiles[i]);
     const vn = unchecked(elf.verneeds[i]);
     if (v != vn.file) img.put32(vn.fileFieldOff, v);
   }
+}
+
+/**
+ * Rewrites the (compact) Verneed table without the removed entries, zeroes the bytes it no longer
+ * uses, points symbols that used a removed version at VER_NDX_GLOBAL (so no `l_versions` index
+ * past the shorter table is ever used), and updates the section's `sh_info` count.
+ */
+function rewriteVerneed(elf: Elf, p: Plan): void {
+  const img = elf.img;
+  let end = elf.verneedOff;
+  for (let i = 0, n = elf.verneeds.length; i < n; i++) end += 16 + 16 * <u64>unchecked(elf.verneeds[i]).names.length;
+  const keep: i32[] = [];
+  const dropped: u32[] = [];
+  for (let i = 0, n = elf.verneeds.length; i < n; i++) {
+    if (!unchecked(p.vnRemoved[i])) keep.push(i);
+    else {
+      const others = unchecked(elf.verneeds[i]).others;
+      for (let j = 0; j < others.length; j++) dropped.push(unchecked(others[j]));
+    }
+  }
+  let o = elf.verneedOff;
+  for (let k = 0, n = keep.length; k < n; k++) {
+    const i = unchecked(keep[k]);
+    const vn = unchecked(elf.verneeds[i]);
+    const cnt = vn.names.length;
+    img.put16(o, 1);
+    img.put16(o + 2, <u32>cnt);
+    img.put32(o + 4, <u32>unchecked(p.vnFiles[i]));
+    img.put32(o + 8, 16);
+    img.put32(o + 12, k == n - 1 ? 0 : 16 + 16 * <u32>cnt);
+    o += 16;
+    for (let j = 0; j < cnt; j++) {
+      img.put32(o, unchecked(vn.hashes[j]));
+      img.put16(o + 4, unchecked(vn.flags[j]));
+      img.put16(o + 6, unchecked(vn.others[j]));
+      img.put32(o + 8, unchecked(vn.names[j]));
+      img.put32(o + 12, j == cnt - 1 ? 0 : 16);
+      o += 16;
+    }
+  }
+  if (end > o) {
+    const z = img.at(o, end - o);
+    if (z) memory.fill(z, 0, <usize>(end - o));
+  }
+  for (let i: u64 = 0; i < elf.versymCount; i++) {
+    const at = elf.versymOff + i * 2;
+    const v = img.u16(at) & 0x7fff;
+    if (v > VER_NDX_GLOBAL && dropped.includes(v)) img.put16(at, VER_NDX_GLOBAL);
+  }
+  if (elf.verneedShInfoOff != 0) img.put32(elf.verneedShInfoOff, <u32>keep.length);
 }
 
 function byOffset(a: Chunk, b: Chunk): i32 {
