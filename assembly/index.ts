@@ -14,10 +14,13 @@ import { checkDynStrings, parseDynamic } from "./parse/dynamic";
 import { Elf } from "./parse/model";
 import { parseSymbolRefs } from "./parse/symbols";
 import { parseVersions } from "./parse/versions";
+import { Layout, planLayout } from "./plan/layout";
 import { planEdits } from "./plan/plan";
 import { decodeRequest } from "./plan/request";
 import { Plan } from "./plan/state";
+import { beginStrings } from "./plan/strtab";
 import { emitEdits, writePlan } from "./write/emit";
+import { applyLayout, writeLayout } from "./write/relocate";
 
 let img: Image | null = null;
 let elf: Elf | null = null;
@@ -25,6 +28,7 @@ let parsedFlags: u32 = 0;
 let info: Out | null = null;
 let edits: Out | null = null;
 let reqPtr: usize = 0;
+let planned: Layout | null = null;
 
 /** Resets the per-file heap and starts a job for a file of `size` bytes. */
 export function beginJob(size: f64): void {
@@ -34,6 +38,7 @@ export function beginJob(size: f64): void {
   info = null;
   edits = null;
   reqPtr = 0;
+  planned = null;
 }
 
 /** Allocates room for file bytes `[off, off+len)`; the host copies them to the returned address. */
@@ -76,22 +81,44 @@ export function requestAlloc(len: u32): usize {
   return reqPtr;
 }
 
-/** Plans the edits of the request blob (after a successful `parse(ParseFlag.Refs)`). */
-export function plan(reqLen: u32): Status {
+/**
+ * Plans the edits of the request blob (after a successful `parse(ParseFlag.Refs)`). With
+ * `allowGrowth` 0, an edit that does not fit in place fails with `NoRoom`.
+ */
+export function plan(reqLen: u32, allowGrowth: u32): Status {
   const e = elf;
   if (e === null || (parsedFlags & ParseFlag.Refs) == 0 || reqPtr == 0) return Status.BadRequest;
   const req = decodeRequest(reqPtr, <usize>reqLen);
   if (req === null) return Status.BadRequest;
   e.img.beginWrites();
+  beginStrings(e);
   const p = new Plan(e);
+  p.allowGrowth = allowGrowth != 0;
+  const l = new Layout();
   let s = planEdits(e, req, p);
-  if (s == Status.Ok) writePlan(e, p);
+  if (s == Status.Ok) s = planLayout(e, p, l);
+  if (s == Status.Ok) {
+    applyLayout(e, p, l);
+    writePlan(e, p);
+    writeLayout(e, p, l);
+  }
   if (s == Status.Ok && !e.img.ok) s = e.img.status;
   if (s != Status.Ok) return s;
   const out = new Out();
   emitEdits(e.img.chunks, out);
   edits = out;
+  planned = l;
   return Status.Ok;
+}
+
+/** The file size after the planned edits. */
+export function newSize(): f64 {
+  return planned !== null ? <f64>planned!.newSize : 0;
+}
+
+/** How the planned edits fit (plan/layout.ts Strategy). */
+export function strategy(): u32 {
+  return planned !== null ? <u32>planned!.strategy : 0;
 }
 
 export function editsPtr(): usize {

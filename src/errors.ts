@@ -87,7 +87,8 @@ export function toErrorRecord(err: unknown): ErrorRecord {
   if (err instanceof ElfPatchError) return err.toRecord();
   const e = err as NodeJS.ErrnoException | undefined;
   if (e && typeof e.code === "string" && typeof e.syscall === "string") {
-    const code = e.syscall === "open" ? ErrorCode.IO_OPEN : e.syscall === "read" ? ErrorCode.IO_READ : ErrorCode.IO_WRITE;
+    const opening = ["open", "lstat", "stat", "realpath", "access", "scandir"].includes(e.syscall);
+    const code = opening ? ErrorCode.IO_OPEN : e.syscall === "read" ? ErrorCode.IO_READ : ErrorCode.IO_WRITE;
     return { code, message: `${e.syscall} failed: ${e.code}` };
   }
   return { code: ErrorCode.INTERNAL, message: err instanceof Error ? err.message : String(err) };

@@ -6,9 +6,9 @@ import { closeSync, fstatSync, openSync, realpathSync } from "node:fs";
 import { CoreEngine, fdSource } from "./core/engine.js";
 import { ElfPatchError, ErrorCode, toErrorRecord } from "./errors.js";
 import { writeEditsAtomically } from "./io/safe-write.js";
-import type { EditRequest, ElfInfo, FileError, PlanResult } from "./core/types.js";
+import type { EditRequest, ElfInfo, FileError, PlanResult, Strategy } from "./core/types.js";
 
-export type { EditRequest, ElfInfo, FileError, PlanResult, Edit, RunpathTag } from "./core/types.js";
+export type { EditRequest, ElfInfo, FileError, PlanResult, Edit, RunpathTag, Strategy } from "./core/types.js";
 export { CoreEngine, bufferSource, fdSource, type ByteSource } from "./core/engine.js";
 export { ErrorCode, type ErrorRecord } from "./errors.js";
 
@@ -21,6 +21,18 @@ export interface PatchResult {
   after: ElfInfo | null;
   /** Number of byte ranges written. */
   edits: number;
+  /** How the edits fit (`in-place` when nothing moved). */
+  strategy: Strategy;
+  /** Bytes the file grew by. */
+  bytesAdded: number;
+}
+
+/** Options of `planFile`/`patchFile`. */
+export interface PatchOptions {
+  /** Plan and report without writing. */
+  dryRun?: boolean;
+  /** Allow growing the file when an edit does not fit in place (default true). */
+  grow?: boolean;
 }
 
 let shared: CoreEngine | null = null;
@@ -52,12 +64,14 @@ export function inspectFile(path: string, eng: CoreEngine = engine()): ElfInfo |
 }
 
 /** Plans `req` on one file without writing anything. */
-export function planFile(path: string, req: EditRequest, eng: CoreEngine = engine()): PlanResult | FileError {
+export function planFile(
+  path: string,
+  req: EditRequest,
+  opts: PatchOptions = {},
+  eng: CoreEngine = engine(),
+): PlanResult | FileError {
   try {
-    return withFile(path, (fd) => {
-      const { before, edits } = eng.plan(fdSource(fd), path, req);
-      return { before, edits, newSize: before.size };
-    });
+    return withFile(path, (fd) => eng.plan(fdSource(fd), path, req, opts.grow !== false));
   } catch (err) {
     return { path, error: toErrorRecord(err) };
   }
@@ -71,21 +85,22 @@ export function planFile(path: string, req: EditRequest, eng: CoreEngine = engin
 export function patchFile(
   path: string,
   req: EditRequest,
-  opts: { dryRun?: boolean } = {},
+  opts: PatchOptions = {},
   eng: CoreEngine = engine(),
 ): PatchResult | FileError {
   try {
     const target = realpathSync(path);
-    const plan = planFile(target, req, eng);
+    const plan = planFile(target, req, opts, eng);
     if (isFileError(plan)) return { path, error: plan.error };
     const before = { ...plan.before, path };
-    if (plan.edits.length === 0) return { path, changed: false, before, after: before, edits: 0 };
-    if (opts.dryRun) return { path, changed: true, before, after: null, edits: plan.edits.length };
+    const summary = { edits: plan.edits.length, strategy: plan.strategy, bytesAdded: plan.newSize - before.size };
+    if (plan.edits.length === 0) return { path, changed: false, before, after: before, ...summary };
+    if (opts.dryRun) return { path, changed: true, before, after: null, ...summary };
     let after: ElfInfo | null = null;
     writeEditsAtomically(target, plan.edits, plan.newSize, (fd) => {
       after = eng.inspect(fdSource(fd), path);
     });
-    return { path, changed: true, before, after: after!, edits: plan.edits.length };
+    return { path, changed: true, before, after: after!, ...summary };
   } catch (err) {
     return { path, error: toErrorRecord(err) };
   }

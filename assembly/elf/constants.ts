@@ -12,18 +12,28 @@ export const ELFDATA2MSB: u8 = 2; // 2's complement, big endian
 export const EV_CURRENT: u8 = 1; // Current version
 
 // e_machine values that change behaviour
+export const EM_386: u32 = 3; // Intel 80386 (4 KiB pages)
 export const EM_MIPS: u32 = 8; // MIPS R3000 (string-valued processor tags exist)
+export const EM_S390: u32 = 22; // IBM S390 (4 KiB pages)
+export const EM_X86_64: u32 = 62; // AMD x86-64 (4 KiB pages)
 
 // Program header types
 export const PT_LOAD: u32 = 1; // Loadable program segment
 export const PT_DYNAMIC: u32 = 2; // Dynamic linking information
 export const PT_INTERP: u32 = 3; // Program interpreter
+export const PT_PHDR: u32 = 6; // Entry for header table itself
+export const PF_X: u32 = 1; // Segment is executable
+export const PF_W: u32 = 2; // Segment is writable
+export const PF_R: u32 = 4; // Segment is readable
 export const PN_XNUM: u32 = 0xffff; // e_phnum overflow marker: real count in section 0's sh_info
 
 // Section header types
+export const SHT_PROGBITS: u32 = 1; // Program data
+export const SHT_SYMTAB: u32 = 2; // Symbol table
 export const SHT_STRTAB: u32 = 3; // String table
 export const SHT_HASH: u32 = 5; // Symbol hash table
 export const SHT_DYNAMIC: u32 = 6; // Dynamic linking information
+export const SHT_NOBITS: u32 = 8; // Program space with no data (bss)
 export const SHT_DYNSYM: u32 = 11; // Dynamic linker symbol table
 export const SHT_GNU_HASH: u32 = 0x6ffffff6; // GNU-style hash table
 export const SHT_GNU_VERDEF: u32 = 0x6ffffffd; // Version definition section
@@ -55,6 +65,8 @@ export const DT_VERNEEDNUM: u64 = 0x6fffffff; // Number of needed versions
 export const DT_AUXILIARY: u64 = 0x7ffffffd; // Shared object to load before self
 export const DT_FILTER: u64 = 0x7fffffff; // Shared object to get values from
 export const DT_MIPS_RLD_MAP_REL: u64 = 0x70000035; // Address of run-time debug map, relative to this entry
+
+export const STT_SECTION: u32 = 3; // Symbol associated with a section
 
 export const VER_NDX_GLOBAL: u32 = 1; // Symbol is global (unversioned)
 

@@ -114,6 +114,31 @@ export class Image {
     return ptr;
   }
 
+  /**
+   * Extends the file to `newSize`: a new zero-filled chunk covers the added bytes. Such a chunk
+   * has no original (`orig == 0`) and is emitted whole.
+   */
+  grow(newSize: u64): void {
+    if (newSize <= this.size) return;
+    const len = newSize - this.size;
+    const ptr = heap.alloc(<usize>len);
+    memory.fill(ptr, 0, <usize>len);
+    this.chunks.push(new Chunk(this.size, len, 0, ptr));
+    this.size = newSize;
+    this.last = null;
+  }
+
+  /** Restores the original bytes of `[off, off+len)` in the working copy (a range no longer used). */
+  revert(off: u64, len: u64): void {
+    for (let i = 0, n = this.chunks.length; i < n; i++) {
+      const c = unchecked(this.chunks[i]);
+      if (c.orig != 0 && off >= c.off && off + len <= c.off + c.len) {
+        memory.copy(c.work + <usize>(off - c.off), c.orig + <usize>(off - c.off), <usize>len);
+        return;
+      }
+    }
+  }
+
   /** Gives every chunk a private working copy, so planned writes can be diffed against the original. */
   beginWrites(): void {
     for (let i = 0, n = this.chunks.length; i < n; i++) {

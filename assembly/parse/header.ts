@@ -96,9 +96,9 @@ export function parseSegments(elf: Elf): void {
     const type = img.u32(o);
     let s: Segment;
     if (img.is64) {
-      s = new Segment(type, img.u32(o + 4), img.u64(o + 8), img.u64(o + 16), img.u64(o + 32), img.u64(o + 40), img.u64(o + 48));
+      s = new Segment(type, img.u32(o + 4), img.u64(o + 8), img.u64(o + 16), img.u64(o + 24), img.u64(o + 32), img.u64(o + 40), img.u64(o + 48));
     } else {
-      s = new Segment(type, img.u32(o + 24), img.u32(o + 4), img.u32(o + 8), img.u32(o + 16), img.u32(o + 20), img.u32(o + 28));
+      s = new Segment(type, img.u32(o + 24), img.u32(o + 4), img.u32(o + 8), img.u32(o + 12), img.u32(o + 16), img.u32(o + 20), img.u32(o + 28));
     }
     elf.segments.push(s);
     if (type == PT_LOAD) elf.loads.push(s);

@@ -10,10 +10,20 @@ export class Segment {
     public flags: u32,
     public off: u64,
     public vaddr: u64,
+    public paddr: u64,
     public filesz: u64,
     public memsz: u64,
     public align: u64,
   ) {}
+}
+
+/**
+ * Where `.dynstr` bytes are read and written while planning: the file's table (a working copy in
+ * the image) or, once the plan needs more room, a private copy that will be written elsewhere.
+ * `size` is the part in use by strings; `cap` the bytes allocated.
+ */
+export class StrTab {
+  constructor(public ptr: usize, public size: u64, public cap: u64, public moved: bool) {}
 }
 
 export class DynEntry {
@@ -73,6 +83,24 @@ export class Elf {
   symNames: u32[] = [];
   /** Whether bytes of `.dynstr` that no known reference uses may be reused. */
   freeSpaceTrusted: bool = true;
+  /** Set while planning: the string table strings are read from and placed into. */
+  tab: StrTab | null = null;
+
+  // File offsets of section header fields updated when a table moves (0 = no such section).
+  dynstrShdrOff: u64 = 0;
+  dynamicShdrOff: u64 = 0;
+  interpShdrOff: u64 = 0;
+  dynstrShIndex: u32 = 0;
+  dynamicShIndex: u32 = 0;
+  interpShIndex: u32 = 0;
+  /** `.symtab` (static symbols): offset and how many leading entries were loaded (section symbols). */
+  symtabOff: u64 = 0;
+  symtabHead: u64 = 0;
+  shdrsLoaded: bool = false;
+  /** `[offset, size]` pairs of every section with file bytes (when section headers were read). */
+  secRanges: u64[] = [];
+  /** Index in `loads` of the segment holding `.dynstr` (its slack bytes were loaded), or -1. */
+  slackLoad: i32 = -1;
 
   constructor(public img: Image) {}
 
@@ -102,12 +130,19 @@ export class Elf {
     return u64.MAX_VALUE;
   }
 
+  /** Size of the string table as currently planned. */
+  get strTableSize(): u64 {
+    const t = this.tab;
+    return t !== null ? t.size : this.strSize;
+  }
+
   /** Length of the NUL-terminated string at `.dynstr` offset `idx`, or -1 (status set) when invalid. */
   strLen(idx: u64): i64 {
-    if (!this.hasStrtab || idx >= this.strSize) return -1;
-    const base = this.img.at(this.strOff, this.strSize);
+    const size = this.strTableSize;
+    if (!this.hasStrtab || idx >= size) return -1;
+    const base = this.strPtr(0);
     if (!base) return -1;
-    const end = base + <usize>this.strSize;
+    const end = base + <usize>size;
     let p = base + <usize>idx;
     const start = p;
     while (p < end && load<u8>(p) != 0) p++;
@@ -117,6 +152,8 @@ export class Elf {
 
   /** Address in the image of `.dynstr` offset `idx` (the table must be present). */
   strPtr(idx: u64): usize {
+    const t = this.tab;
+    if (t !== null) return t.ptr + <usize>idx;
     const base = this.img.at(this.strOff, this.strSize);
     return base ? base + <usize>idx : 0;
   }

@@ -7,7 +7,7 @@
 import { Status } from "../../src/shared/status";
 import {
   DT_GNU_HASH, DT_HASH, DT_SYMENT, DT_SYMTAB, DT_VERSYM, EM_MIPS, SHT_DYNAMIC, SHT_DYNSYM, SHT_GNU_VERDEF,
-  SHT_GNU_VERNEED, SHT_HASH, SHT_GNU_HASH, SHT_GNU_VERSYM, SHT_STRTAB,
+  SHT_GNU_VERNEED, SHT_HASH, SHT_GNU_HASH, SHT_GNU_VERSYM, SHT_NOBITS, SHT_PROGBITS, SHT_STRTAB, SHT_SYMTAB,
 } from "../elf/constants";
 import { Elf } from "./model";
 
@@ -21,6 +21,9 @@ export function parseSymbolRefs(elf: Elf): void {
   const ent = elf.dynVal(DT_SYMENT, img.is64 ? 24 : 16);
   let count: u64 = u64.MAX_VALUE;
   if (elf.hasShdrs) count = countFromSections(elf, symAddr);
+  if (!img.ok) return;
+  loadSlack(elf);
+  if (elf.symtabHead > 0) img.at(elf.symtabOff, elf.symtabHead * (img.is64 ? 24 : 16));
   if (!img.ok) return;
   if (symAddr == u64.MAX_VALUE) return;
   if (ent != (img.is64 ? 24 : 16)) {
@@ -65,11 +68,40 @@ function countFromSections(elf: Elf, symAddr: u64): u64 {
   if (!img.at(elf.shoff, <u64>elf.shnum * size)) return u64.MAX_VALUE;
   let count: u64 = u64.MAX_VALUE;
   let strIndex: i64 = -1;
+  elf.shdrsLoaded = true;
+  const interpOff = elf.interpIndex >= 0 ? unchecked(elf.segments[elf.interpIndex]).off : u64.MAX_VALUE;
   for (let i: u32 = 0; i < elf.shnum; i++) {
     const o = elf.shoff + <u64>i * size;
     const type = img.u32(o + 4);
     const off = img.word(o + (img.is64 ? 24 : 16));
-    if (type == SHT_STRTAB && off == elf.strOff && elf.hasStrtab) strIndex = i;
+    const secSize = img.word(o + (img.is64 ? 32 : 20));
+    if (type != SHT_NOBITS && type != 0 && secSize > 0) {
+      elf.secRanges.push(off);
+      elf.secRanges.push(secSize);
+    }
+    if (type == SHT_STRTAB && off == elf.strOff && elf.hasStrtab) {
+      strIndex = i;
+      elf.dynstrShdrOff = o;
+      elf.dynstrShIndex = i;
+    }
+    if (type == SHT_DYNAMIC && off == elf.dynOff && elf.dynIndex >= 0) {
+      elf.dynamicShdrOff = o;
+      elf.dynamicShIndex = i;
+    }
+    if (type == SHT_PROGBITS && off == interpOff) {
+      elf.interpShdrOff = o;
+      elf.interpShIndex = i;
+    }
+    if (type == SHT_SYMTAB && elf.symtabOff == 0) {
+      const entsize = img.word(o + (img.is64 ? 56 : 36));
+      if (entsize == (img.is64 ? 24 : 16) && img.inFile(off, secSize)) {
+        // Section symbols come first (local symbols, in section order): load only those.
+        let head = secSize / entsize;
+        if (head > <u64>elf.shnum + 16) head = <u64>elf.shnum + 16;
+        elf.symtabOff = off;
+        elf.symtabHead = head;
+      }
+    }
     if (type == SHT_GNU_VERNEED && elf.verneeds.length > 0 && off == elf.verneedOff) {
       elf.verneedShInfoOff = o + (img.is64 ? 44 : 28);
     }
@@ -141,4 +173,30 @@ function countFromHash(elf: Elf): u64 {
     idx++;
   }
   return 0;
+}
+
+/** Most bytes of slack after `.dynstr`'s segment considered for a moved table. */
+const MAX_SLACK: u64 = 1 << 16;
+
+/**
+ * Loads the file bytes between the end of the segment holding `.dynstr` and whatever comes next
+ * (another segment, or the end of the file): the planner may place a grown table there.
+ */
+function loadSlack(elf: Elf): void {
+  if (!elf.hasStrtab) return;
+  const img = elf.img;
+  for (let i = 0, n = elf.loads.length; i < n; i++) {
+    const s = unchecked(elf.loads[i]);
+    if (elf.strOff < s.off || elf.strOff >= s.off + s.filesz) continue;
+    const start = s.off + s.filesz;
+    let end = img.size;
+    for (let j = 0, m = elf.segments.length; j < m; j++) {
+      const t = unchecked(elf.segments[j]);
+      if (t.filesz > 0 && t.off >= start && t.off < end) end = t.off;
+    }
+    if (end > start + MAX_SLACK) end = start + MAX_SLACK;
+    if (end > start) img.at(start, end - start);
+    elf.slackLoad = i;
+    return;
+  }
 }

@@ -17,7 +17,7 @@ import { placeString, strEquals } from "./strtab";
 
 export function planEdits(elf: Elf, req: Request, p: Plan): Status {
   let s = validate(req);
-  if (s == Status.Ok && req.interp !== null) s = setInterpreter(elf, req.interp!);
+  if (s == Status.Ok && req.interp !== null) s = setInterpreter(p, req.interp!);
   const needsDynamic = req.soname !== null || req.removeRpath || req.rpath !== null ||
     req.removeNeeded.length > 0 || req.replaceOld.length > 0 || req.addNeeded.length > 0 || req.noDefaultLib;
   if (s == Status.Ok && needsDynamic && elf.dynIndex < 0) s = Status.NoDynamic;
@@ -33,7 +33,7 @@ export function planEdits(elf: Elf, req: Request, p: Plan): Status {
   }
   if (s == Status.Ok) s = addNeeded(p, req.addNeeded);
   if (s == Status.Ok && req.noDefaultLib) s = setNoDefaultLib(p);
-  if (s == Status.Ok && p.dyn.length > p.capacity) s = Status.NoRoom;
+  if (s == Status.Ok && p.dyn.length > p.capacity && !p.allowGrowth) s = Status.NoRoom;
   return s;
 }
 
@@ -55,15 +55,23 @@ function validate(req: Request): Status {
   return Status.Ok;
 }
 
-/** Writes the new interpreter into `PT_INTERP`'s bytes, NUL-padded; the segment size is kept. */
-function setInterpreter(elf: Elf, x: Str): Status {
+/**
+ * Writes the new interpreter into `PT_INTERP`'s bytes, NUL-padded (the segment size is kept), or
+ * leaves a longer one to the layout, which moves it.
+ */
+function setInterpreter(p: Plan, x: Str): Status {
+  const elf = p.elf;
   if (elf.interpIndex < 0) return Status.NoInterpreter;
   const seg = unchecked(elf.segments[elf.interpIndex]);
   const cur = interpLen(elf);
   if (cur < 0) return elf.img.ok ? Status.BadInterpreter : elf.img.status;
   const ptr = elf.img.at(seg.off, seg.filesz);
   if (<u64>cur == x.len && memory.compare(ptr, x.ptr, <usize>x.len) == 0) return Status.Ok;
-  if (x.len + 1 > seg.filesz) return Status.NoRoom;
+  if (x.len + 1 > seg.filesz) {
+    if (!p.allowGrowth) return Status.NoRoom;
+    p.newInterp = x;
+    return Status.Ok;
+  }
   memory.copy(ptr, x.ptr, <usize>x.len);
   memory.fill(ptr + <usize>x.len, 0, <usize>(seg.filesz - x.len));
   return Status.Ok;
@@ -78,6 +86,7 @@ function setString(p: Plan, tag: u64, x: Str, other: u64, convert: bool): Status
   let i = p.indexOf(tag);
   if (i < 0 && convert) i = p.indexOf(other);
   if (i < 0) {
+    if (!p.roomFor(1)) return Status.NoRoom;
     const off = placeString(p, x.ptr, x.len, u64.MAX_VALUE);
     if (off == u64.MAX_VALUE) return Status.NoRoom;
     p.insert(p.dyn.length, tag, off);
@@ -200,7 +209,7 @@ function addNeeded(p: Plan, names: Str[]): Status {
       if (e.tag == DT_NEEDED && strEquals(p.elf, e.val, x.ptr, x.len)) present = true;
     }
     if (present) continue;
-    if (p.dyn.length + 1 > p.capacity) return Status.NoRoom;
+    if (!p.roomFor(1)) return Status.NoRoom;
     const off = placeString(p, x.ptr, x.len, u64.MAX_VALUE);
     if (off == u64.MAX_VALUE) return Status.NoRoom;
     p.insert(at, DT_NEEDED, off);
@@ -219,7 +228,7 @@ function setNoDefaultLib(p: Plan): Status {
     }
     return Status.Ok;
   }
-  if (p.dyn.length + 1 > p.capacity) return Status.NoRoom;
+  if (!p.roomFor(1)) return Status.NoRoom;
   p.insert(p.dyn.length, DT_FLAGS_1, DF_1_NODEFLIB);
   return Status.Ok;
 }

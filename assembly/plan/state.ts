@@ -1,5 +1,6 @@
 /** The mutable state of one plan: the dynamic array and `vn_file` values as they will be written. */
 import { DynEntry, Elf } from "../parse/model";
+import { Str } from "./request";
 
 export class PlanEntry extends DynEntry {
   /** Index of the entry in the original array, or -1 for an entry the plan adds. */
@@ -16,8 +17,21 @@ export class Plan {
   /** Verneed entries dropped with their last `DT_NEEDED` (the table is then rewritten). */
   vnRemoved: bool[] = [];
   vnDirty: bool = false;
+  /** Whether the plan may grow the file when an edit does not fit in place. */
+  allowGrowth: bool = false;
+  /** A new interpreter too long for `PT_INTERP`'s bytes, placed by the layout. */
+  newInterp: Str | null = null;
+  /** Where the dynamic array is written: its file offset, address and slot count (moved by the layout). */
+  dynOff: u64 = 0;
+  dynVaddr: u64 = 0;
+  dynSlots: i32 = 0;
+  origDynVaddr: u64 = 0;
 
   constructor(public elf: Elf) {
+    this.dynOff = elf.dynOff;
+    this.dynSlots = elf.dyn.length + <i32>elf.dynSpare + 1;
+    if (elf.dynIndex >= 0) this.dynVaddr = unchecked(elf.segments[elf.dynIndex]).vaddr;
+    this.origDynVaddr = this.dynVaddr;
     for (let i = 0, n = elf.dyn.length; i < n; i++) {
       const e = unchecked(elf.dyn[i]);
       this.dyn.push(new PlanEntry(e.tag, e.val, i));
@@ -31,6 +45,11 @@ export class Plan {
   /** How many entries `.dynamic` can hold without moving: used slots plus spare DT_NULLs. */
   get capacity(): i32 {
     return this.elf.dyn.length + <i32>this.elf.dynSpare;
+  }
+
+  /** Whether `n` more entries fit (always, when the layout may move `.dynamic`). */
+  roomFor(n: i32): bool {
+    return this.allowGrowth || this.dyn.length + n <= this.capacity;
   }
 
   indexOf(tag: u64): i32 {

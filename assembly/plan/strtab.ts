@@ -5,10 +5,36 @@
  *   1. an existing live string (or tail of one) equal to the new string: no byte written;
  *   2. in place at the old string's offset, if the bytes from there are unreferenced;
  *   3. the first unreferenced run of bytes large enough (dead strings left by earlier edits);
+ *   4. when the plan may grow the file: appended to a private copy of the table, which the
+ *      layout then writes elsewhere (old offsets stay valid: the copy keeps every old byte);
  *   otherwise `NoRoom`. Never writes into bytes any live reference uses.
  */
+
+/** Zero bytes kept at the end of a moved table, so later edits fit without moving it again. */
+export const STR_HEADROOM: u64 = 512;
+
+/** Starts planning on the file's own table (its working copy). */
+export function beginStrings(elf: Elf): void {
+  if (elf.hasStrtab) elf.tab = new StrTab(elf.strPtr(0), elf.strSize, elf.strSize, false);
+}
+
+/** Makes room for `extra` more bytes: the first time, the table becomes a private copy. */
+function growTab(elf: Elf, extra: u64): StrTab {
+  const t = elf.tab!;
+  if (t.moved && t.size + extra + STR_HEADROOM <= t.cap) return t;
+  let cap = t.size + extra + STR_HEADROOM;
+  if (t.moved && cap < t.cap * 2) cap = t.cap * 2;
+  const ptr = heap.alloc(<usize>cap);
+  memory.copy(ptr, t.ptr, <usize>t.size);
+  memory.fill(ptr + <usize>t.size, 0, <usize>(cap - t.size));
+  // The file's table is no longer used: undo edits planned into it so none is written there.
+  if (!t.moved) elf.img.revert(elf.strOff, elf.strSize);
+  const grown = new StrTab(ptr, t.size, cap, true);
+  elf.tab = grown;
+  return grown;
+}
 import { isStringTag } from "../elf/constants";
-import { Elf } from "../parse/model";
+import { Elf, StrTab } from "../parse/model";
 import { Plan } from "./state";
 
 /** Sorted list of covered `.dynstr` intervals `[start, nul]` (inclusive), from live references. */
@@ -48,7 +74,7 @@ function covered(p: Plan): Covered {
   const refs = liveRefs(p);
   const c = new Covered();
   const base = elf.strPtr(0);
-  const size = elf.strSize;
+  const size = elf.strTableSize;
   let curEnd: i64 = -1;
   for (let i = 0, n = refs.length; i < n; i++) {
     const r = unchecked(refs[i]);
@@ -105,7 +131,7 @@ export function placeString(p: Plan, s: usize, len: u64, oldOff: u64): u64 {
   const c = covered(p);
   const found = findExisting(p, c, s, len);
   if (found != u64.MAX_VALUE) return found;
-  const size = elf.strSize;
+  const size = elf.strTableSize;
   if (oldOff != u64.MAX_VALUE && oldOff < size) {
     let room = freeRunAt(c, oldOff, size);
     const oldLen = <u64>elf.strLen(oldOff);
@@ -118,15 +144,27 @@ export function placeString(p: Plan, s: usize, len: u64, oldOff: u64): u64 {
       return oldOff;
     }
   }
-  if (!elf.freeSpaceTrusted) return u64.MAX_VALUE;
-  // First fit in the unreferenced bytes (gaps between covered intervals, and the tail).
+  if (elf.freeSpaceTrusted) {
+    const at = firstFit(c, size, len);
+    if (at != u64.MAX_VALUE) {
+      writeAt(elf, at, s, len);
+      return at;
+    }
+  }
+  if (!p.allowGrowth) return u64.MAX_VALUE;
+  const t = growTab(elf, len + 1);
+  const at = t.size;
+  t.size += len + 1;
+  writeAt(elf, at, s, len);
+  return at;
+}
+
+/** The first unreferenced run (gaps between covered intervals, and the tail) of `len + 1` bytes. */
+function firstFit(c: Covered, size: u64, len: u64): u64 {
   let pos: u64 = 0;
   for (let i = 0, n = c.starts.length; i <= n; i++) {
     const next = i < n ? unchecked(c.starts[i]) : size;
-    if (next > pos && next - pos >= len + 1) {
-      writeAt(elf, pos, s, len);
-      return pos;
-    }
+    if (next > pos && next - pos >= len + 1) return pos;
     if (i < n) pos = unchecked(c.ends[i]) + 1;
   }
   return u64.MAX_VALUE;

@@ -18,14 +18,15 @@ export function writePlan(elf: Elf, p: Plan): void {
   if (p.dynDirty) {
     const ent = elf.dynEntSize;
     const half = ent >> 1;
-    const slots = elf.dyn.length + <i32>elf.dynSpare + 1;
-    for (let i = 0; i < slots; i++) {
-      const o = elf.dynOff + <u64>i * ent;
+        for (let i = 0; i < p.dynSlots; i++) {
+      const o = p.dynOff + <u64>i * ent;
       if (i < p.dyn.length) {
         const e = unchecked(p.dyn[i]);
         let val = e.val;
         // DT_MIPS_RLD_MAP_REL is relative to its own entry: keep the target when the entry moves.
-        if (e.tag == DT_MIPS_RLD_MAP_REL && e.origIndex >= 0) val += <u64>(e.origIndex - i) * ent;
+        if (e.tag == DT_MIPS_RLD_MAP_REL && e.origIndex >= 0) {
+          val += (p.origDynVaddr + <u64>e.origIndex * ent) - (p.dynVaddr + <u64>i * ent);
+        }
         img.putWord(o, e.tag);
         img.putWord(o + half, val);
       } else {
@@ -108,6 +109,14 @@ export function emitEdits(chunks: Chunk[], out: Out): i32 {
     const c = unchecked(sorted[k]);
     if (c.work == c.orig) continue;
     const n = <usize>c.len;
+    if (c.orig == 0) {
+      // Bytes appended to the file: written whole, zeros included, so the file has no holes.
+      out.f64(<f64>c.off);
+      out.u32(<u32>n);
+      out.bytes(c.work, n);
+      count++;
+      continue;
+    }
     let i: usize = 0;
     while (i < n) {
       if (load<u8>(c.work + i) == load<u8>(c.orig + i)) {

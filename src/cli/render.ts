@@ -30,7 +30,8 @@ export function renderError(r: FileError): string {
 
 export function renderPatch(r: PatchResult, dryRun: boolean): string {
   if (!r.changed) return `${r.path}: unchanged`;
-  return `${r.path}: ${dryRun ? "would patch" : "patched"} (${r.edits} byte range${r.edits === 1 ? "" : "s"})`;
+  const grew = r.bytesAdded ? `, +${r.bytesAdded} bytes` : "";
+  return `${r.path}: ${dryRun ? "would patch" : "patched"} (${r.strategy}, ${r.edits} byte range${r.edits === 1 ? "" : "s"}${grew})`;
 }
 
 export function patchRecord(r: PatchResult | FileError, dryRun: boolean): object {
@@ -40,7 +41,7 @@ export function patchRecord(r: PatchResult | FileError, dryRun: boolean): object
   });
   return {
     schema: SCHEMA_VERSION, path: r.path, status: r.changed ? (dryRun ? "would-patch" : "patched") : "unchanged",
-    changed: r.changed, edits: r.edits, bytesAdded: 0, strategy: r.changed ? "in-place" : null,
+    changed: r.changed, edits: r.edits, bytesAdded: r.bytesAdded, strategy: r.changed ? r.strategy : null,
     before: pick(r.before), after: r.after ? pick(r.after) : null,
   };
 }

@@ -11,7 +11,9 @@ import { Status } from "../shared/status.js";
 import { decodeInfo } from "./decode.js";
 import { coreModule, type CoreFlavor } from "./module.js";
 import { encodeRequest } from "./request.js";
-import type { Edit, EditRequest, ElfInfo } from "./types.js";
+import type { Edit, EditRequest, ElfInfo, Strategy } from "./types.js";
+
+const STRATEGIES: Strategy[] = ["in-place", "slack", "tail", "new-segment"];
 
 interface CoreExports {
   memory: WebAssembly.Memory;
@@ -23,7 +25,9 @@ interface CoreExports {
   infoPtr(): number;
   infoLen(): number;
   requestAlloc(len: number): number;
-  plan(reqLen: number): number;
+  plan(reqLen: number, allowGrowth: number): number;
+  newSize(): number;
+  strategy(): number;
   editsPtr(): number;
   editsLen(): number;
 }
@@ -57,6 +61,13 @@ export function bufferSource(buf: Uint8Array): ByteSource {
       dst.set(buf.subarray(off, off + dst.length));
     },
   };
+}
+
+export interface PlannedEdits {
+  before: ElfInfo;
+  edits: Edit[];
+  newSize: number;
+  strategy: Strategy;
 }
 
 /** The first read of every file: covers the headers (and all tables of a small library) at once. */
@@ -121,19 +132,22 @@ export class CoreEngine {
     return r.info;
   }
 
-  /** Plans `req`: the info before, and the byte-exact edits (empty for a no-op). */
-  plan(src: ByteSource, path: string, req: EditRequest): { before: ElfInfo; edits: Edit[] } {
+  /**
+   * Plans `req`: the info before, the byte-exact edits (empty for a no-op), the new size and how
+   * the edits fit. With `grow: false`, an edit that does not fit in place fails (ELF_NO_ROOM).
+   */
+  plan(src: ByteSource, path: string, req: EditRequest, grow = true): PlannedEdits {
     const r = this.parse(src, path, ParseFlag.Refs);
     if (!r.info) throw statusError(r.status);
     const blob = encodeRequest(req);
-    const edits = this.guarded((core) => {
+    return this.guarded((core) => {
       const ptr = core.requestAlloc(blob.length);
       new Uint8Array(core.memory.buffer, ptr, blob.length).set(blob);
-      const status = core.plan(blob.length) as Status;
+      const status = core.plan(blob.length, grow ? 1 : 0) as Status;
       if (status !== Status.Ok) throw statusError(status);
-      return decodeEdits(new Uint8Array(core.memory.buffer, core.editsPtr(), core.editsLen()));
+      const edits = decodeEdits(new Uint8Array(core.memory.buffer, core.editsPtr(), core.editsLen()));
+      return { before: r.info!, edits, newSize: core.newSize(), strategy: STRATEGIES[core.strategy()] ?? "in-place" };
     });
-    return { before: r.info, edits };
   }
 }
 

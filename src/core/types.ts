@@ -83,11 +83,21 @@ export interface EditRequest {
   noDefaultLib?: boolean;
 }
 
+/**
+ * How planned edits fit, cheapest first:
+ * - `in-place`: in the bytes the file already has for them (no table moved);
+ * - `slack`: a grown table moved into padding after its segment (the file does not grow);
+ * - `tail`: the last segment (one elfpatch or patchelf appended before) extended at the end;
+ * - `new-segment`: one new `PT_LOAD` appended at the end of the file.
+ */
+export type Strategy = "in-place" | "slack" | "tail" | "new-segment";
+
 /** The result of planning edits on one file. */
 export interface PlanResult {
   before: ElfInfo;
   /** Byte-exact writes, sorted by offset, non-overlapping. Empty when nothing changes. */
   edits: Edit[];
-  /** The size of the file after the edits (equal to the old size for in-place edits). */
+  /** The size of the file after the edits (equal to the old size unless it grows). */
   newSize: number;
+  strategy: Strategy;
 }

@@ -42,12 +42,15 @@ afterEach(() => {
 
 const { setStr, retag, dropTags, dropNeeded, swapNeeded } = dynEdit;
 
-/** Patches `name` in the tree; null when the API answers ELF_NO_ROOM and `noRoomOk` is set. */
+/**
+ * Patches `name` in the tree in place only (`grow: false`: these tests pin the in-place paths;
+ * growth has its own tests); null when the API answers ELF_NO_ROOM and `noRoomOk` is set.
+ */
 async function edit(name: string, req: EditRequest, exp: ExpectedChange, noRoomOk = false): Promise<Patched | null> {
   const file = f(name);
   const bytes = fs.readFileSync(file);
   const before = snapshot(file);
-  const r = await api.patchFile(file, req);
+  const r = await api.patchFile(file, req, { grow: false });
   if ("error" in r) {
     if (noRoomOk && r.error.code === "ELF_NO_ROOM") {
       expect(fs.readFileSync(file).equals(bytes), "ELF_NO_ROOM must leave the file alone").toBe(true);

@@ -1,0 +1,143 @@
+/**
+ * Applies a layout decided by plan/layout.ts: points dynamic tags and headers at moved tables
+ * (`applyLayout`, before the dynamic array is serialised), then stores the moved bytes, program
+ * headers, section headers and ELF header fields (`writeLayout`). Old copies of moved tables stay
+ * in the file untouched (nothing that is still referenced is ever overwritten).
+ */
+import { DT_STRSZ, DT_STRTAB, PT_LOAD, STT_SECTION } from "../elf/constants";
+import { Elf, Segment } from "../parse/model";
+import { addrIn, Layout, phdrIndex, Strategy } from "../plan/layout";
+import { Plan } from "../plan/state";
+
+function setTag(p: Plan, tag: u64, val: u64): void {
+  const i = p.indexOf(tag);
+  if (i >= 0 && unchecked(p.dyn[i]).val != val) {
+    unchecked(p.dyn[i]).val = val;
+    p.dynDirty = true;
+  }
+}
+
+function moveSegment(s: Segment, off: u64, vaddr: u64, bytes: u64): void {
+  s.off = off;
+  s.vaddr = vaddr;
+  s.paddr = vaddr;
+  s.filesz = bytes;
+  s.memsz = bytes;
+}
+
+/** Updates tags, positions and segments for the layout. */
+export function applyLayout(elf: Elf, p: Plan, l: Layout): void {
+  if (l.strategy == Strategy.InPlace) return;
+  elf.img.grow(l.newSize);
+  if (l.strBytes) {
+    setTag(p, DT_STRTAB, addrIn(l, l.strOff));
+    setTag(p, DT_STRSZ, l.strBytes);
+  }
+  if (l.dynBytes) {
+    p.dynOff = l.dynOff;
+    p.dynVaddr = addrIn(l, l.dynOff);
+    p.dynSlots = <i32>(l.dynBytes / elf.dynEntSize);
+    p.dynDirty = true;
+    moveSegment(unchecked(elf.segments[elf.dynIndex]), l.dynOff, p.dynVaddr, l.dynBytes);
+  }
+  if (l.interpBytes) {
+    moveSegment(unchecked(elf.segments[elf.interpIndex]), l.interpOff, addrIn(l, l.interpOff), l.interpBytes);
+  }
+  const seg = l.seg;
+  if (seg !== null) {
+    // The new PT_LOAD goes after the last PT_LOAD, so PT_LOADs stay sorted by address.
+    let at = 0;
+    for (let i = 0, n = elf.segments.length; i < n; i++) if (unchecked(elf.segments[i]).type == PT_LOAD) at = i + 1;
+    const segs: Segment[] = [];
+    for (let i = 0, n = elf.segments.length; i <= n; i++) {
+      if (i == at) segs.push(seg);
+      if (i < n) segs.push(unchecked(elf.segments[i]));
+    }
+    elf.segments = segs;
+    if (elf.dynIndex >= at) elf.dynIndex++;
+    if (elf.interpIndex >= at) elf.interpIndex++;
+    const ph = phdrIndex(elf);
+    const bytes = <u64>elf.segments.length * (elf.img.is64 ? 56 : 32);
+    if (ph >= 0) moveSegment(unchecked(elf.segments[ph]), l.phdrOff, addrIn(l, l.phdrOff), bytes);
+  }
+}
+
+function writeSection(elf: Elf, shdr: u64, off: u64, addr: u64, size: u64): void {
+  if (shdr == 0) return;
+  const img = elf.img;
+  const is64 = img.is64;
+  img.putWord(shdr + (is64 ? 16 : 12), addr);
+  img.putWord(shdr + (is64 ? 24 : 16), off);
+  img.putWord(shdr + (is64 ? 32 : 20), size);
+}
+
+function writeSegment(elf: Elf, o: u64, s: Segment): void {
+  const img = elf.img;
+  img.put32(o, s.type);
+  if (img.is64) {
+    img.put32(o + 4, s.flags);
+    img.putWord(o + 8, s.off);
+    img.putWord(o + 16, s.vaddr);
+    img.putWord(o + 24, s.paddr);
+    img.putWord(o + 32, s.filesz);
+    img.putWord(o + 40, s.memsz);
+    img.putWord(o + 48, s.align);
+  } else {
+    img.putWord(o + 4, s.off);
+    img.putWord(o + 8, s.vaddr);
+    img.putWord(o + 12, s.paddr);
+    img.putWord(o + 16, s.filesz);
+    img.putWord(o + 20, s.memsz);
+    img.put32(o + 24, s.flags);
+    img.putWord(o + 28, s.align);
+  }
+}
+
+/** Stores moved tables and every header the layout changed. */
+export function writeLayout(elf: Elf, p: Plan, l: Layout): void {
+  const img = elf.img;
+  if (l.strategy == Strategy.InPlace) return;
+  if (l.strBytes) {
+    const t = elf.tab!;
+    const dst = img.at(l.strOff, l.strBytes);
+    if (dst) {
+      memory.copy(dst, t.ptr, <usize>t.size);
+      memory.fill(dst + <usize>t.size, 0, <usize>(l.strBytes - t.size));
+    }
+    writeSection(elf, elf.dynstrShdrOff, l.strOff, addrIn(l, l.strOff), l.strBytes);
+  }
+  const ni = p.newInterp;
+  if (ni !== null && l.interpBytes) {
+    const dst = img.at(l.interpOff, l.interpBytes);
+    if (dst) {
+      memory.copy(dst, ni.ptr, <usize>ni.len);
+      store<u8>(dst + <usize>ni.len, 0);
+    }
+    writeSection(elf, elf.interpShdrOff, l.interpOff, addrIn(l, l.interpOff), l.interpBytes);
+  }
+  if (l.dynBytes) writeSection(elf, elf.dynamicShdrOff, l.dynOff, p.dynVaddr, l.dynBytes);
+  if (l.strBytes) moveSectionSymbols(elf, elf.dynstrShIndex, addrIn(l, l.strOff));
+  if (l.dynBytes) moveSectionSymbols(elf, elf.dynamicShIndex, p.dynVaddr);
+  if (l.interpBytes) moveSectionSymbols(elf, elf.interpShIndex, addrIn(l, l.interpOff));
+  const ent: u64 = img.is64 ? 56 : 32;
+  const base = l.seg !== null ? l.phdrOff : elf.phoff;
+  for (let i = 0, n = elf.segments.length; i < n; i++) writeSegment(elf, base + <u64>i * ent, unchecked(elf.segments[i]));
+  if (l.seg !== null) {
+    img.putWord(img.is64 ? 32 : 28, l.phdrOff);
+    const p16 = img.at(img.is64 ? 56 : 44, 2);
+    if (p16) img.put16(img.is64 ? 56 : 44, <u32>elf.segments.length);
+  }
+}
+
+/** Keeps `.symtab` section symbols (`STT_SECTION`) of a moved section at the section's address. */
+function moveSectionSymbols(elf: Elf, index: u32, addr: u64): void {
+  if (index == 0 || elf.symtabHead == 0) return;
+  const img = elf.img;
+  const ent: u64 = img.is64 ? 24 : 16;
+  for (let i: u64 = 0; i < elf.symtabHead; i++) {
+    const o = elf.symtabOff + i * ent;
+    const info = img.u8(o + (img.is64 ? 4 : 12));
+    const shndx = img.u16(o + (img.is64 ? 6 : 14));
+    if ((info & 0xf) == STT_SECTION && shndx == index) img.putWord(o + (img.is64 ? 8 : 4), addr);
+  }
+}
