@@ -162,6 +162,9 @@ function describe(e: Elf): Out {
   out.num(InfoKind.HasDynamic, e.dynIndex >= 0 ? 1 : 0);
   out.num(InfoKind.HasSectionHeaders, e.hasShdrs ? 1 : 0);
   out.num(InfoKind.SpareSlots, e.dynSpare);
+  out.num(InfoKind.StrSize, <f64>e.strSize);
+  out.num(InfoKind.DynSize, e.dynIndex >= 0 ? <f64>unchecked(e.segments[e.dynIndex]).filesz : 0);
+  out.num(InfoKind.PhdrCount, e.segments.length);
   if (e.hasTag(DT_FLAGS)) out.num(InfoKind.Flags, <f64>e.dynVal(DT_FLAGS, 0));
   if (e.hasTag(DT_FLAGS_1)) out.num(InfoKind.Flags1, <f64>e.dynVal(DT_FLAGS_1, 0));
   if (e.interpIndex >= 0) {

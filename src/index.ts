@@ -6,11 +6,13 @@ import { closeSync, fstatSync, openSync, realpathSync } from "node:fs";
 import { CoreEngine, fdSource } from "./core/engine.js";
 import { ElfPatchError, ErrorCode, toErrorRecord } from "./errors.js";
 import { writeEditsAtomically } from "./io/safe-write.js";
+import { computeRunpath, hasRpathPolicy, LibraryProbe, runpathRequest, type RpathPolicy } from "./policy/rpath.js";
 import type { EditRequest, ElfInfo, FileError, PlanResult, Strategy } from "./core/types.js";
 
 export type { EditRequest, ElfInfo, FileError, PlanResult, Edit, RunpathTag, Strategy } from "./core/types.js";
 export { CoreEngine, bufferSource, fdSource, type ByteSource } from "./core/engine.js";
 export { ErrorCode, type ErrorRecord } from "./errors.js";
+export { LibraryProbe, type RpathPolicy } from "./policy/rpath.js";
 
 /** The result of `patchFile` for a file that could be handled. */
 export interface PatchResult {
@@ -29,6 +31,10 @@ export interface PatchResult {
 
 /** Options of `planFile`/`patchFile`. */
 export interface PatchOptions {
+  /** A run-path policy (add, shrink, allowed prefixes...) resolved per file before planning. */
+  rpath?: RpathPolicy;
+  /** Cache of library candidates probed by `--shrink-rpath` (share it across files). */
+  probe?: LibraryProbe;
   /** Plan and report without writing. */
   dryRun?: boolean;
   /** Allow growing the file when an edit does not fit in place (default true). */
@@ -71,7 +77,14 @@ export function planFile(
   eng: CoreEngine = engine(),
 ): PlanResult | FileError {
   try {
-    return withFile(path, (fd) => eng.plan(fdSource(fd), path, req, opts.grow !== false));
+    const policy = opts.rpath;
+    const resolve = (before: ElfInfo): EditRequest => {
+      if (!policy || !hasRpathPolicy(policy)) return req;
+      const entries = computeRunpath(before, path, policy, opts.probe ?? new LibraryProbe());
+      const { setRpath: _s, removeRpath: _r, rpathTag: _t, ...rest } = req;
+      return { ...rest, ...runpathRequest(before, entries, policy) };
+    };
+    return withFile(path, (fd) => eng.plan(fdSource(fd), path, resolve, opts.grow !== false));
   } catch (err) {
     return { path, error: toErrorRecord(err) };
   }

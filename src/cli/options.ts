@@ -1,10 +1,14 @@
 /** Parses raw commander options into typed requests. Nothing downstream reads raw options. */
 import { InvalidArgumentError } from "commander";
 import type { EditRequest } from "../core/types.js";
+import type { RpathPolicy } from "../policy/rpath.js";
 
 export interface RawPatchOptions {
   setRpath?: string;
   removeRpath?: boolean;
+  addRpath?: string[];
+  shrinkRpath?: boolean;
+  allowedRpathPrefixes?: string;
   forceRpath?: boolean;
   removeNeeded?: string[];
   replaceNeeded?: [string, string][];
@@ -33,22 +37,33 @@ export function noNul(value: string): string {
   return value;
 }
 
-/** Builds the edit request; the fields are applied in EditRequest's documented order. */
-export function toEditRequest(o: RawPatchOptions): EditRequest {
+/** What `patch` does to each file: core edits, and the run-path policy the host resolves per file. */
+export interface PatchSpec {
+  req: EditRequest;
+  rpath: RpathPolicy;
+}
+
+/** Builds the patch spec; the fields are applied in EditRequest's and RpathPolicy's documented order. */
+export function toPatchSpec(o: RawPatchOptions): PatchSpec {
   if (o.setRpath !== undefined && o.removeRpath) {
     throw new InvalidArgumentError("--set-rpath and --remove-rpath exclude each other");
+  }
+  if (o.setRpath !== undefined && o.addRpath?.length) {
+    throw new InvalidArgumentError("--set-rpath and --add-rpath exclude each other (put every directory in --set-rpath)");
   }
   const req: EditRequest = {};
   if (o.setInterpreter !== undefined) req.interpreter = o.setInterpreter;
   if (o.setSoname !== undefined) req.soname = o.setSoname;
-  if (o.removeRpath) req.removeRpath = true;
-  if (o.setRpath !== undefined) {
-    req.setRpath = o.setRpath;
-    req.rpathTag = o.forceRpath ? "rpath" : "runpath";
-  }
+  const rpath: RpathPolicy = {};
+  if (o.removeRpath) rpath.remove = true;
+  if (o.setRpath !== undefined) rpath.set = o.setRpath;
+  if (o.addRpath?.length) rpath.add = o.addRpath;
+  if (o.allowedRpathPrefixes !== undefined) rpath.allowedPrefixes = o.allowedRpathPrefixes.split(":").filter((p) => p !== "");
+  if (o.shrinkRpath) rpath.shrink = true;
+  if (o.forceRpath) rpath.force = true;
   if (o.removeNeeded?.length) req.removeNeeded = o.removeNeeded;
   if (o.replaceNeeded?.length) req.replaceNeeded = o.replaceNeeded;
   if (o.addNeeded?.length) req.addNeeded = o.addNeeded;
   if (o.noDefaultLib) req.noDefaultLib = true;
-  return req;
+  return { req, rpath };
 }

@@ -136,10 +136,15 @@ export class CoreEngine {
    * Plans `req`: the info before, the byte-exact edits (empty for a no-op), the new size and how
    * the edits fit. With `grow: false`, an edit that does not fit in place fails (ELF_NO_ROOM).
    */
-  plan(src: ByteSource, path: string, req: EditRequest, grow = true): PlannedEdits {
+  plan(
+    src: ByteSource,
+    path: string,
+    req: EditRequest | ((before: ElfInfo) => EditRequest),
+    grow = true,
+  ): PlannedEdits {
     const r = this.parse(src, path, ParseFlag.Refs);
     if (!r.info) throw statusError(r.status);
-    const blob = encodeRequest(req);
+    const blob = encodeRequest(typeof req === "function" ? req(r.info) : req);
     return this.guarded((core) => {
       const ptr = core.requestAlloc(blob.length);
       new Uint8Array(core.memory.buffer, ptr, blob.length).set(blob);

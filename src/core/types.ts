@@ -35,6 +35,12 @@ export interface ElfInfo {
   hasDynamic: boolean;
   /** Unused `DT_NULL` slots after the terminating one: room for new tags without moving `.dynamic`. */
   spareDynamicSlots: number;
+  /** `DT_STRSZ`: size of the dynamic string table in bytes (0 without one). */
+  dynstrSize: number;
+  /** Size of the dynamic array (`PT_DYNAMIC`) in bytes (0 without one). */
+  dynamicSize: number;
+  /** Number of program headers. */
+  programHeaders: number;
   /** Symbol version needs (`DT_VERNEED`): file name -> version names, both in table order. */
   versionNeeds: Record<string, string[]>;
   /** Symbol version definitions (`DT_VERDEF`): the first name of each entry, in table order. */

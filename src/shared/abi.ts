@@ -26,6 +26,12 @@ export enum InfoKind {
   VerneedFile = 16,
   VerneedName = 17,
   VerdefName = 18,
+  /** `DT_STRSZ`: bytes of the dynamic string table. */
+  StrSize = 19,
+  /** Bytes of the dynamic array (`PT_DYNAMIC` p_filesz). */
+  DynSize = 20,
+  /** Number of program headers. */
+  PhdrCount = 21,
 }
 
 /**

@@ -1,0 +1,118 @@
+/**
+ * The run-path policy, in the host: turns `--remove-rpath`, `--set-rpath`, `--add-rpath`,
+ * `--shrink-rpath`, `--allowed-rpath-prefixes` and `--force-rpath` into the one final run path the
+ * core writes. Steps, always in this order (so `--add-rpath X --shrink-rpath` adds, then shrinks,
+ * unlike patchelf which drops the add):
+ *   1. start from the current run path (`DT_RUNPATH` if present, else `DT_RPATH`), or nothing
+ *      with `remove`, or `set`;
+ *   2. `add`: append each directory not already present;
+ *   3. `allowedPrefixes`: keep only entries under one of the prefixes (whole path components;
+ *      `$ORIGIN` and `${ORIGIN}` are prefixes like any other);
+ *   4. `shrink`: keep entries that are not absolute (`$ORIGIN/...`), and absolute directories that
+ *      provide a `DT_NEEDED` library no earlier entry provides (an ELF file of the same class and
+ *      machine; `$ORIGIN` expanded to the file's directory); drop duplicates and empty entries.
+ * The tag is `DT_RPATH` with `force`, else `DT_RUNPATH`.
+ */
+import { closeSync, openSync, readSync } from "node:fs";
+import { dirname, join } from "node:path";
+import type { EditRequest, ElfInfo, RunpathTag } from "../core/types.js";
+
+export interface RpathPolicy {
+  remove?: boolean;
+  set?: string;
+  add?: string[];
+  shrink?: boolean;
+  allowedPrefixes?: string[];
+  force?: boolean;
+}
+
+export function hasRpathPolicy(p: RpathPolicy): boolean {
+  return !!(p.remove || p.set !== undefined || p.add?.length || p.shrink || p.allowedPrefixes?.length);
+}
+
+/** Answers whether `path` is an ELF file of the given class and machine (cached per path). */
+export class LibraryProbe {
+  private cache = new Map<string, string | null>();
+
+  /** `"<class>:<machine>"` of the ELF file at `path`, or null when it is not one (or unreadable). */
+  identity(path: string): string | null {
+    let id = this.cache.get(path);
+    if (id !== undefined) return id;
+    id = null;
+    let fd = -1;
+    try {
+      fd = openSync(path, "r");
+      const b = Buffer.alloc(20);
+      if (readSync(fd, b, 0, 20, 0) === 20 && b.readUInt32BE(0) === 0x7f454c46) {
+        const machine = b[5] === 2 ? b.readUInt16BE(18) : b.readUInt16LE(18);
+        id = `${b[4] === 2 ? 64 : 32}:${machine}`;
+      }
+    } catch {
+      id = null; // missing, a directory, unreadable: not a candidate (ld.so skips these too)
+    } finally {
+      if (fd >= 0) closeSync(fd);
+    }
+    this.cache.set(path, id);
+    return id;
+  }
+}
+
+const isOriginRelative = (e: string): boolean => e.startsWith("$ORIGIN") || e.startsWith("${ORIGIN}");
+
+/** Whether `entry` is `prefix` or below it, comparing whole path components. */
+export function underPrefix(entry: string, prefix: string): boolean {
+  const p = prefix.length > 1 ? prefix.replace(/\/+$/, "") : prefix;
+  if (entry === p) return true;
+  if (p === "/") return entry.startsWith("/");
+  if (p === "$ORIGIN" || p === "${ORIGIN}") return isOriginRelative(entry) && /^(\$ORIGIN|\$\{ORIGIN\})(\/|$)/.test(entry);
+  return entry.startsWith(p + "/");
+}
+
+function expandOrigin(entry: string, file: string): string {
+  return entry.replace(/^(\$ORIGIN|\$\{ORIGIN\})/, dirname(file));
+}
+
+/** The final run path entries for `info` (read from `file`) under `policy`. */
+export function computeRunpath(info: ElfInfo, file: string, policy: RpathPolicy, probe: LibraryProbe): string[] {
+  const current = info.runpath ?? info.rpath;
+  let entries: string[] = policy.remove ? [] : policy.set !== undefined ? split(policy.set) : split(current ?? "");
+  for (const dir of policy.add ?? []) for (const d of split(dir)) if (!entries.includes(d)) entries.push(d);
+  const prefixes = policy.allowedPrefixes ?? [];
+  if (prefixes.length) entries = entries.filter((e) => prefixes.some((p) => underPrefix(e, p)));
+  if (policy.shrink) entries = shrink(entries, info, file, probe);
+  return entries;
+}
+
+function split(s: string): string[] {
+  return s === "" ? [] : s.split(":");
+}
+
+function shrink(entries: string[], info: ElfInfo, file: string, probe: LibraryProbe): string[] {
+  const want = `${info.class}:${info.machine.number}`;
+  const found = new Set<string>();
+  const kept: string[] = [];
+  for (const e of entries) {
+    if (e === "" || kept.includes(e)) continue;
+    if (!e.startsWith("/")) {
+      kept.push(e); // $ORIGIN-relative and relative entries are kept, as patchelf does
+      continue;
+    }
+    const dir = expandOrigin(e, file);
+    const provides = info.needed.filter((n) => !found.has(n) && !n.includes("/") && probe.identity(join(dir, n)) === want);
+    if (provides.length) {
+      provides.forEach((n) => found.add(n));
+      kept.push(e);
+    }
+  }
+  return kept;
+}
+
+/** The edit request that makes the file's run path `entries` with the policy's tag. */
+export function runpathRequest(info: ElfInfo, entries: string[], policy: RpathPolicy): EditRequest {
+  const tag: RunpathTag = policy.force ? "rpath" : "runpath";
+  if (entries.length === 0) {
+    // An empty run path is written as no run path (glibc treats an empty string as absent).
+    return info.rpath !== null || info.runpath !== null ? { removeRpath: true } : {};
+  }
+  return { setRpath: entries.join(":"), rpathTag: tag };
+}
