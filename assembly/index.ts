@@ -57,6 +57,7 @@ export function needLen(): f64 {
 /** Parses what is needed for `flags` (see ParseFlag). Returns `NeedRange` until all bytes are present. */
 export function parse(flags: u32): Status {
   const im = img!;
+  im.resetWrites();
   im.status = Status.Ok;
   const e = new Elf(im);
   parseAll(e, flags);
@@ -83,13 +84,17 @@ export function requestAlloc(len: u32): usize {
 
 /**
  * Plans the edits of the request blob (after a successful `parse(ParseFlag.Refs)`). With
- * `allowGrowth` 0, an edit that does not fit in place fails with `NoRoom`.
+ * `allowGrowth` 0, an edit that does not fit in place fails with `NoRoom`. Returns `NeedRange`
+ * when the layout needs bytes the parse did not load: the host provides them, parses again and
+ * plans again.
  */
 export function plan(reqLen: u32, allowGrowth: u32): Status {
   const e = elf;
   if (e === null || (parsedFlags & ParseFlag.Refs) == 0 || reqPtr == 0) return Status.BadRequest;
   const req = decodeRequest(reqPtr, <usize>reqLen);
   if (req === null) return Status.BadRequest;
+  e.img.resetWrites();
+  e.img.status = Status.Ok;
   e.img.beginWrites();
   beginStrings(e);
   const p = new Plan(e);

@@ -29,7 +29,26 @@ export class Image {
   is64: bool = false;
   last: Chunk | null = null;
 
-  constructor(public size: u64) {}
+  /** The file size before any planned growth. */
+  origSize: u64;
+
+  constructor(public size: u64) {
+    this.origSize = size;
+  }
+
+  /** Drops everything a previous plan wrote (working copies, appended bytes): back to the file. */
+  resetWrites(): void {
+    const kept: Chunk[] = [];
+    for (let i = 0, n = this.chunks.length; i < n; i++) {
+      const c = unchecked(this.chunks[i]);
+      if (c.orig == 0) continue;
+      c.work = c.orig;
+      kept.push(c);
+    }
+    this.chunks = kept;
+    this.size = this.origSize;
+    this.last = null;
+  }
 
   /** Records the first failure of this parse round; later ones are ignored. */
   fail(s: Status): void {

@@ -96,6 +96,10 @@ export class Elf {
   /** `.symtab` (static symbols): offset and how many leading entries were loaded (section symbols). */
   symtabOff: u64 = 0;
   symtabHead: u64 = 0;
+  symtabCount: u64 = 0;
+  /** `.dynsym` table offset and entry count (with ParseFlag.Refs). */
+  dynsymOff: u64 = 0;
+  dynsymCount: u64 = 0;
   shdrsLoaded: bool = false;
   /** `[offset, size]` pairs of every section with file bytes (when section headers were read). */
   secRanges: u64[] = [];

@@ -44,6 +44,8 @@ export function parseSymbolRefs(elf: Elf): void {
   }
   if (!img.at(off, count * ent)) return;
   for (let i: u64 = 0; i < count; i++) elf.symNames.push(img.u32(off + i * ent));
+  elf.dynsymOff = off;
+  elf.dynsymCount = count;
   parseVersym(elf, count);
 }
 
@@ -100,6 +102,7 @@ function countFromSections(elf: Elf, symAddr: u64): u64 {
         if (head > <u64>elf.shnum + 16) head = <u64>elf.shnum + 16;
         elf.symtabOff = off;
         elf.symtabHead = head;
+        elf.symtabCount = secSize / entsize;
       }
     }
     if (type == SHT_GNU_VERNEED && elf.verneeds.length > 0 && off == elf.verneedOff) {

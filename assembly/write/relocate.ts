@@ -117,7 +117,11 @@ export function writeLayout(elf: Elf, p: Plan, l: Layout): void {
   }
   if (l.dynBytes) writeSection(elf, elf.dynamicShdrOff, l.dynOff, p.dynVaddr, l.dynBytes);
   if (l.strBytes) moveSectionSymbols(elf, elf.dynstrShIndex, addrIn(l, l.strOff));
-  if (l.dynBytes) moveSectionSymbols(elf, elf.dynamicShIndex, p.dynVaddr);
+  if (l.dynBytes) {
+    moveSectionSymbols(elf, elf.dynamicShIndex, p.dynVaddr);
+    moveDynamicSymbol(elf, elf.dynsymOff, elf.dynsymCount, p.origDynVaddr, p.dynVaddr);
+    moveDynamicSymbol(elf, elf.symtabOff, elf.symtabCount, p.origDynVaddr, p.dynVaddr);
+  }
   if (l.interpBytes) moveSectionSymbols(elf, elf.interpShIndex, addrIn(l, l.interpOff));
   const ent: u64 = img.is64 ? 56 : 32;
   const base = l.seg !== null ? l.phdrOff : elf.phoff;
@@ -139,5 +143,24 @@ function moveSectionSymbols(elf: Elf, index: u32, addr: u64): void {
     const info = img.u8(o + (img.is64 ? 4 : 12));
     const shndx = img.u16(o + (img.is64 ? 6 : 14));
     if ((info & 0xf) == STT_SECTION && shndx == index) img.putWord(o + (img.is64 ? 8 : 4), addr);
+  }
+}
+
+/**
+ * Points `_DYNAMIC` (any defined, non-section symbol at the old `.dynamic` address) at the moved
+ * array, in `.dynsym` and `.symtab`. Reading all of `.symtab` may need bytes the parse did not
+ * load: the image then records a need and the host plans again with them.
+ */
+function moveDynamicSymbol(elf: Elf, off: u64, count: u64, oldAddr: u64, newAddr: u64): void {
+  if (count == 0) return;
+  const img = elf.img;
+  const ent: u64 = img.is64 ? 24 : 16;
+  if (!img.at(off, count * ent)) return;
+  for (let i: u64 = 1; i < count; i++) {
+    const o = off + i * ent;
+    const info = img.u8(o + (img.is64 ? 4 : 12));
+    const shndx = img.u16(o + (img.is64 ? 6 : 14));
+    const valueOff = o + (img.is64 ? 8 : 4);
+    if ((info & 0xf) != STT_SECTION && shndx != 0 && img.word(valueOff) == oldAddr) img.putWord(valueOff, newAddr);
   }
 }

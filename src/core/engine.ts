@@ -108,12 +108,14 @@ export class CoreEngine {
   }
 
   /** Parses `src`: returns the status and, on success, the info record. */
-  parse(src: ByteSource, path: string, flags: number): { status: Status; info?: ElfInfo } {
+  parse(src: ByteSource, path: string, flags: number, fresh = true): { status: Status; info?: ElfInfo } {
     const size = src.size;
     return this.guarded((core) => {
-      core.beginJob(size);
-      const first = Math.min(size, PREFIX);
-      if (first > 0) readRange(core, src, 0, first);
+      if (fresh) {
+        core.beginJob(size);
+        const first = Math.min(size, PREFIX);
+        if (first > 0) readRange(core, src, 0, first);
+      }
       let status = core.parse(flags) as Status;
       for (let round = 0; status === Status.NeedRange; round++) {
         if (round >= MAX_ROUNDS) throw new ElfPatchError(ErrorCode.INTERNAL, "Core asked for too many ranges");
@@ -142,17 +144,33 @@ export class CoreEngine {
     req: EditRequest | ((before: ElfInfo) => EditRequest),
     grow = true,
   ): PlannedEdits {
-    const r = this.parse(src, path, ParseFlag.Refs);
+    let r = this.parse(src, path, ParseFlag.Refs);
     if (!r.info) throw statusError(r.status);
-    const blob = encodeRequest(typeof req === "function" ? req(r.info) : req);
-    return this.guarded((core) => {
-      const ptr = core.requestAlloc(blob.length);
-      new Uint8Array(core.memory.buffer, ptr, blob.length).set(blob);
-      const status = core.plan(blob.length, grow ? 1 : 0) as Status;
+    const before = r.info;
+    const blob = encodeRequest(typeof req === "function" ? req(before) : req);
+    for (let round = 0; ; round++) {
+      const status = this.guarded((core) => {
+        const ptr = core.requestAlloc(blob.length);
+        new Uint8Array(core.memory.buffer, ptr, blob.length).set(blob);
+        const s = core.plan(blob.length, grow ? 1 : 0) as Status;
+        // The layout needed more of the file (e.g. all of .symtab): read it, parse again, plan again.
+        if (s === Status.NeedRange) readRange(core, src, core.needOff(), core.needLen());
+        return s;
+      });
+      if (status === Status.NeedRange) {
+        if (round >= MAX_ROUNDS) throw new ElfPatchError(ErrorCode.INTERNAL, "Core asked for too many ranges");
+        r = this.parse(src, path, ParseFlag.Refs, false);
+        if (!r.info) throw statusError(r.status);
+        continue;
+      }
       if (status !== Status.Ok) throw statusError(status);
-      const edits = decodeEdits(new Uint8Array(core.memory.buffer, core.editsPtr(), core.editsLen()));
-      return { before: r.info!, edits, newSize: core.newSize(), strategy: STRATEGIES[core.strategy()] ?? "in-place" };
-    });
+      return this.guarded((core) => ({
+        before,
+        edits: decodeEdits(new Uint8Array(core.memory.buffer, core.editsPtr(), core.editsLen())),
+        newSize: core.newSize(),
+        strategy: STRATEGIES[core.strategy()] ?? "in-place",
+      }));
+    }
   }
 }
 
