@@ -5,8 +5,8 @@
 import { closeSync, fstatSync, openSync, realpathSync } from "node:fs";
 import { CoreEngine, fdSource } from "./core/engine.js";
 import { ElfPatchError, ErrorCode, toErrorRecord } from "./errors.js";
-import { writeEditsAtomically } from "./io/safe-write.js";
-import { computeRunpath, hasRpathPolicy, LibraryProbe, runpathRequest, type RpathPolicy } from "./policy/rpath.js";
+import { processFile, resolveRequest, type BatchSpec } from "./batch/process-file.js";
+import { LibraryProbe, type RpathPolicy } from "./policy/rpath.js";
 import type { EditRequest, ElfInfo, FileError, PlanResult, Strategy } from "./core/types.js";
 
 export type { EditRequest, ElfInfo, FileError, PlanResult, Edit, RunpathTag, Strategy } from "./core/types.js";
@@ -77,13 +77,9 @@ export function planFile(
   eng: CoreEngine = engine(),
 ): PlanResult | FileError {
   try {
-    const policy = opts.rpath;
-    const resolve = (before: ElfInfo): EditRequest => {
-      if (!policy || !hasRpathPolicy(policy)) return req;
-      const entries = computeRunpath(before, path, policy, opts.probe ?? new LibraryProbe());
-      const { setRpath: _s, removeRpath: _r, rpathTag: _t, ...rest } = req;
-      return { ...rest, ...runpathRequest(before, entries, policy) };
-    };
+    const spec: BatchSpec = { req };
+    if (opts.rpath) spec.rpath = opts.rpath;
+    const resolve = resolveRequest(spec, path, opts.probe ?? new LibraryProbe());
     return withFile(path, (fd) => eng.plan(fdSource(fd), path, resolve, opts.grow !== false));
   } catch (err) {
     return { path, error: toErrorRecord(err) };
@@ -101,20 +97,17 @@ export function patchFile(
   opts: PatchOptions = {},
   eng: CoreEngine = engine(),
 ): PatchResult | FileError {
+  let target: string;
   try {
-    const target = realpathSync(path);
-    const plan = planFile(target, req, opts, eng);
-    if (isFileError(plan)) return { path, error: plan.error };
-    const before = { ...plan.before, path };
-    const summary = { edits: plan.edits.length, strategy: plan.strategy, bytesAdded: plan.newSize - before.size };
-    if (plan.edits.length === 0) return { path, changed: false, before, after: before, ...summary };
-    if (opts.dryRun) return { path, changed: true, before, after: null, ...summary };
-    let after: ElfInfo | null = null;
-    writeEditsAtomically(target, plan.edits, plan.newSize, (fd) => {
-      after = eng.inspect(fdSource(fd), path);
-    });
-    return { path, changed: true, before, after: after!, ...summary };
+    target = realpathSync(path);
   } catch (err) {
     return { path, error: toErrorRecord(err) };
   }
+  const spec: BatchSpec = { req, grow: opts.grow !== false, dryRun: opts.dryRun === true };
+  if (opts.rpath) spec.rpath = opts.rpath;
+  const r = processFile(eng, target, spec, opts.probe ?? new LibraryProbe(), true);
+  if (r.error || !r.beforeInfo) return { path, error: r.error ?? { code: ErrorCode.INTERNAL, message: "No result" } };
+  const before = { ...r.beforeInfo, path };
+  const after = r.afterInfo ? { ...r.afterInfo, path } : null;
+  return { path, changed: r.changed, before, after, edits: r.edits, strategy: r.strategy ?? "in-place", bytesAdded: r.bytesAdded };
 }

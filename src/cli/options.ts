@@ -20,6 +20,13 @@ export interface RawPatchOptions {
   dryRun?: boolean;
 }
 
+/** commander argParser for positive integers (`--jobs`). */
+export function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("expected a positive integer");
+  return n;
+}
+
 /** commander argParser for repeatable string options. */
 export function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), noNul(value)];

@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import { createRequire } from "node:module";
 import { patchCommand } from "./commands/patch.js";
+import { recoverCommand } from "./commands/recover.js";
 import { showCommand } from "./commands/show.js";
 
 export interface CliIo {
@@ -32,6 +33,6 @@ export function createProgram(io: CliIo): Command {
     .configureOutput(output)
     .exitOverride();
   // addCommand() does not copy these settings to subcommands: set them on each.
-  for (const cmd of [showCommand(io), patchCommand(io)]) program.addCommand(cmd.configureOutput(output).exitOverride());
+  for (const cmd of [showCommand(io), patchCommand(io), recoverCommand(io)]) program.addCommand(cmd.configureOutput(output).exitOverride());
   return program;
 }

@@ -1,6 +1,7 @@
 /** Human and JSON renderings of per-file records. JSON is one object per line (NDJSON). */
 import type { ElfInfo, FileError } from "../core/types.js";
-import type { PatchResult } from "../index.js";
+import type { FileRecord } from "../batch/process-file.js";
+import type { BatchSummary } from "../batch/run.js";
 
 export const SCHEMA_VERSION = 1;
 
@@ -28,20 +29,25 @@ export function renderError(r: FileError): string {
   return `${r.path}: error ${r.error.code}: ${r.error.message}`;
 }
 
-export function renderPatch(r: PatchResult, dryRun: boolean): string {
-  if (!r.changed) return `${r.path}: unchanged`;
+
+/** One human line per file record. */
+export function renderRecord(r: FileRecord): string {
+  if (r.status === "failed") return `${r.path}: error ${r.error?.code}: ${r.error?.message}`;
+  if (r.status === "skipped") return `${r.path}: skipped (${r.skipReason}${r.duplicateOf ? ` of ${r.duplicateOf}` : ""})`;
+  if (r.status === "unchanged") return `${r.path}: unchanged`;
   const grew = r.bytesAdded ? `, +${r.bytesAdded} bytes` : "";
-  return `${r.path}: ${dryRun ? "would patch" : "patched"} (${r.strategy}, ${r.edits} byte range${r.edits === 1 ? "" : "s"}${grew})`;
+  return `${r.path}: ${r.status === "would-patch" ? "would patch" : "patched"} (${r.strategy}${grew})`;
 }
 
-export function patchRecord(r: PatchResult | FileError, dryRun: boolean): object {
-  if ("error" in r) return { schema: SCHEMA_VERSION, path: r.path, status: "failed", error: r.error };
-  const pick = (i: ElfInfo) => ({
-    interpreter: i.interpreter, soname: i.soname, needed: i.needed, rpath: i.rpath, runpath: i.runpath, flags1: i.flags1,
-  });
-  return {
-    schema: SCHEMA_VERSION, path: r.path, status: r.changed ? (dryRun ? "would-patch" : "patched") : "unchanged",
-    changed: r.changed, edits: r.edits, bytesAdded: r.bytesAdded, strategy: r.changed ? r.strategy : null,
-    before: pick(r.before), after: r.after ? pick(r.after) : null,
-  };
+/** The closing summary on stderr. */
+export function renderSummary(s: BatchSummary): string {
+  const strategies = Object.entries(s.strategies).map(([k, v]) => `${k} ${v}`).join(", ");
+  const parts = [
+    `${s.patched} patched`, ...(s.wouldPatch ? [`${s.wouldPatch} would patch`] : []), `${s.unchanged} unchanged`,
+    `${s.skipped} skipped`, `${s.failed} failed`,
+  ];
+  const rate = s.elapsedMs > 0 ? Math.round((s.files * 1000) / s.elapsedMs) : s.files;
+  return `elfpatch: ${parts.join(", ")} (${s.notElf} non-ELF files ignored); +${s.bytesAdded} bytes` +
+    (strategies ? ` [${strategies}]` : "") + (s.recovered.length ? `; rolled back ${s.recovered.length} interrupted files` : "") +
+    `; ${s.elapsedMs} ms, ${rate} files/s`;
 }

@@ -6,7 +6,7 @@
  * the old inode keep the old bytes (uv's cache stays intact).
  */
 import {
-  closeSync, constants, copyFileSync, fchownSync, fstatSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync,
+  closeSync, constants, copyFileSync, fchownSync, fstatSync, fsyncSync, linkSync, openSync, renameSync, unlinkSync, writeSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { threadId } from "node:worker_threads";
@@ -58,6 +58,19 @@ export function writeEditsAtomically(target: string, edits: Edit[], newSize: num
     }
     throw err;
   }
+}
+
+/** Makes `other` a hard link to `source`, atomically (link to a temp name, rename over `other`). */
+export function relinkAtomically(source: string, other: string): void {
+  const tmp = tempPathFor(other);
+  linkSync(source, tmp);
+  try {
+    renameSync(tmp, other);
+  } catch (err) {
+    unlinkSync(tmp);
+    throw err;
+  }
+  syncDir(dirname(other));
 }
 
 function fstatOf(path: string): { uid: number; gid: number } {

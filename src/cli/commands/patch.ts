@@ -1,15 +1,30 @@
-/** `elfpatch patch [ops] FILE...`: in-place-able edits on single files, written atomically. */
-import { Command, InvalidArgumentError } from "commander";
-import { isFileError, patchFile } from "../../index.js";
-import { LibraryProbe } from "../../policy/rpath.js";
-import { collect, collectPair, noNul, toPatchSpec, type PatchSpec, type RawPatchOptions } from "../options.js";
-import { patchRecord, renderError, renderPatch } from "../render.js";
+/** `elfpatch patch [ops] PATH...`: patches every ELF file under the PATHs, in one run. */
+import { Command, InvalidArgumentError, Option } from "commander";
+import { runBatch } from "../../batch/run.js";
+import type { BatchSpec } from "../../batch/process-file.js";
+import { defaultJobs } from "../../pool/pool.js";
+import { collect, collectPair, noNul, positiveInt, toPatchSpec, type PatchSpec, type RawPatchOptions } from "../options.js";
+import { createProgress } from "../progress.js";
+import { renderRecord, renderSummary, SCHEMA_VERSION } from "../render.js";
 import type { CliIo } from "../program.js";
+
+interface BatchCliOptions {
+  jobs?: number;
+  include?: string[];
+  exclude?: string[];
+  followSymlinks?: boolean;
+  check?: boolean;
+  inPlace?: boolean;
+  hardlinks?: "break" | "preserve";
+  progress?: boolean;
+  grow?: boolean;
+  defaultLib?: boolean;
+}
 
 export function patchCommand(io: CliIo): Command {
   return new Command("patch")
-    .description("edit RPATH/RUNPATH, NEEDED, SONAME and the interpreter; writes only files that change")
-    .argument("<files...>", "ELF files")
+    .description("patch every ELF file under the PATHs (files or directory trees); writes only files that change")
+    .argument("<paths...>", "files or directories")
     .option("--set-rpath <path>", "set the run path (DT_RUNPATH, or DT_RPATH with --force-rpath)", noNul)
     .option("--remove-rpath", "remove DT_RPATH and DT_RUNPATH")
     .option("--add-rpath <dirs>", "append directories (colon-separated) not already in the run path (repeatable)", collect)
@@ -22,28 +37,47 @@ export function patchCommand(io: CliIo): Command {
     .option("--set-soname <soname>", "set DT_SONAME", noNul)
     .option("--set-interpreter <path>", "set the PT_INTERP program interpreter", noNul)
     .option("--no-default-lib", "set DF_1_NODEFLIB (ignore the default library directories)")
-    .option("--dry-run", "plan and report, write nothing")
     .option("--no-grow", "fail (ELF_NO_ROOM) instead of growing a file when an edit does not fit in place")
-    .option("--json", "one JSON object per file (NDJSON)")
-    .action((files: string[], raw: RawPatchOptions & { defaultLib?: boolean; grow?: boolean }) => {
-      // commander maps --no-default-lib to defaultLib=false and --no-grow to grow=false.
-      const opts: RawPatchOptions = { ...raw, noDefaultLib: raw.defaultLib === false };
+    .option("--dry-run", "plan and report, write nothing")
+    .option("--check", "write nothing; exit 1 if any file would change")
+    .option("--in-place", "edit each file's own inode under an undo journal (fast; no copy)")
+    .addOption(new Option("--hardlinks <mode>", "a hard-linked file: break the link (default) or edit the shared inode").choices(["break", "preserve"]).default("break"))
+    .option("-j, --jobs <n>", "worker threads (default: available parallelism)", positiveInt)
+    .option("--include <glob>", "only files matching (repeatable; relative to the PATH, or base name)", collect)
+    .option("--exclude <glob>", "skip files matching (repeatable)", collect)
+    .option("--follow-symlinks", "follow symlinks that lead out of the PATHs")
+    .option("--no-progress", "no progress line on stderr")
+    .option("--json", "NDJSON on stdout: one record per file, then a summary record")
+    .action(async (paths: string[], raw: RawPatchOptions & BatchCliOptions) => {
       let spec: PatchSpec;
       try {
-        spec = toPatchSpec(opts);
+        spec = toPatchSpec({ ...raw, noDefaultLib: raw.defaultLib === false });
       } catch (err) {
         if (err instanceof InvalidArgumentError) return io.usage(err.message);
         throw err;
       }
-      const probe = new LibraryProbe();
-      let failed = 0;
-      for (const path of files) {
-        const r = patchFile(path, spec.req, { dryRun: opts.dryRun === true, grow: raw.grow !== false, rpath: spec.rpath, probe });
-        if (isFileError(r)) failed++;
-        if (opts.json) io.out(JSON.stringify(patchRecord(r, opts.dryRun === true)));
-        else if (isFileError(r)) io.err(renderError(r));
-        else io.out(renderPatch(r, opts.dryRun === true));
+      const dryRun = raw.dryRun === true || raw.check === true;
+      const batch: BatchSpec = {
+        req: spec.req, rpath: spec.rpath, grow: raw.grow !== false, dryRun,
+        write: raw.inPlace ? "in-place" : "rename", hardlinks: raw.hardlinks ?? "break",
+      };
+      const progress = createProgress(raw.progress !== false && !raw.json);
+      const scanOpts = { followSymlinks: raw.followSymlinks === true, ...(raw.include ? { include: raw.include } : {}), ...(raw.exclude ? { exclude: raw.exclude } : {}) };
+      const { records, summary } = await runBatch(paths, batch, {
+        jobs: raw.jobs ?? defaultJobs(),
+        scan: scanOpts,
+        onStart: (files, bytes) => progress.start(files, bytes),
+        onFile: (bytes) => progress.file(bytes),
+      });
+      progress.stop();
+      for (const r of records) {
+        if (raw.json) io.out(JSON.stringify({ schema: SCHEMA_VERSION, ...r }));
+        else if (r.status === "failed") io.err(renderRecord(r));
+        else if (r.status !== "unchanged") io.out(renderRecord(r));
       }
-      io.setExitCode(failed ? 1 : 0);
+      if (raw.json) io.out(JSON.stringify({ schema: SCHEMA_VERSION, ...summary }));
+      io.err(renderSummary(summary));
+      const wouldChange = raw.check === true && summary.wouldPatch > 0;
+      io.setExitCode(summary.failed > 0 || wouldChange ? 1 : 0);
     });
 }

@@ -1,0 +1,145 @@
+/**
+ * Patches one file: plan with the core, then write the edits (atomic rename by default, or in
+ * place under an undo journal), re-parsing the result before it replaces the original. Used by the
+ * pool's workers and by the single-file API alike. Returns a plain record, never throws.
+ */
+import { closeSync, fstatSync, openSync } from "node:fs";
+import { CoreEngine, fdSource } from "../core/engine.js";
+import type { EditRequest, ElfInfo, Strategy } from "../core/types.js";
+import { ElfPatchError, ErrorCode, toErrorRecord, type ErrorRecord } from "../errors.js";
+import { relinkAtomically, writeEditsAtomically } from "../io/safe-write.js";
+import { computeRunpath, hasRpathPolicy, LibraryProbe, runpathRequest, type RpathPolicy } from "../policy/rpath.js";
+import { writeEditsInPlace } from "./journal.js";
+
+export interface BatchSpec {
+  req: EditRequest;
+  rpath?: RpathPolicy;
+  /** Grow files when an edit does not fit in place (default true). */
+  grow?: boolean;
+  /** Plan only: report what would change. */
+  dryRun?: boolean;
+  /** `rename` (default): new file renamed over the old; `in-place`: same inode, undo journal. */
+  write?: "rename" | "in-place";
+  /** `break` (default): a hard-linked file is replaced at this path only; `preserve`: edit the shared inode. */
+  hardlinks?: "break" | "preserve";
+}
+
+/** The parts of ElfInfo a patch record shows before and after. */
+export interface DynamicSummary {
+  interpreter: string | null;
+  soname: string | null;
+  needed: string[];
+  rpath: string | null;
+  runpath: string | null;
+  flags1: string[];
+}
+
+export type FileStatus = "patched" | "would-patch" | "unchanged" | "skipped" | "failed";
+
+export interface FileRecord {
+  type: "file";
+  path: string;
+  status: FileStatus;
+  changed: boolean;
+  /** How the edits fit; null when nothing changes. */
+  strategy: Strategy | null;
+  bytesAdded: number;
+  /** Byte ranges written. */
+  edits: number;
+  /** How the file was written: a renamed copy, or its own inode (in place). */
+  write?: "rename" | "in-place";
+  /** Hard links the file had. */
+  links?: number;
+  size?: number;
+  before?: DynamicSummary;
+  after?: DynamicSummary;
+  error?: ErrorRecord;
+  /** Hard links inside the batch that were pointed at the new version. */
+  relinked?: string[];
+  /** Why a file was skipped (`duplicate`, `symlink-outside`, `excluded`). */
+  skipReason?: string;
+  /** For a duplicate (hard link or symlink inside the batch): the path handled instead. */
+  duplicateOf?: string;
+  /** Full parse results (single-file API only). */
+  beforeInfo?: ElfInfo;
+  afterInfo?: ElfInfo;
+}
+
+export function summarize(i: ElfInfo): DynamicSummary {
+  return { interpreter: i.interpreter, soname: i.soname, needed: i.needed, rpath: i.rpath, runpath: i.runpath, flags1: i.flags1 };
+}
+
+/** The request for one file: the run-path policy resolved against what the file has now. */
+export function resolveRequest(spec: BatchSpec, path: string, probe: LibraryProbe): (before: ElfInfo) => EditRequest {
+  return (before) => {
+    const policy = spec.rpath;
+    if (!policy || !hasRpathPolicy(policy)) return spec.req;
+    const entries = computeRunpath(before, path, policy, probe);
+    const { setRpath: _s, removeRpath: _r, rpathTag: _t, ...rest } = spec.req;
+    return { ...rest, ...runpathRequest(before, entries, policy) };
+  };
+}
+
+export function processFile(
+  engine: CoreEngine,
+  path: string,
+  spec: BatchSpec,
+  probe: LibraryProbe,
+  keepInfo = false,
+  links: string[] = [],
+): FileRecord {
+  const rec: FileRecord = { type: "file", path, status: "failed", changed: false, strategy: null, bytesAdded: 0, edits: 0 };
+  try {
+    const fd = openSync(path, "r");
+    let plan;
+    let nlink = 1;
+    try {
+      const st = fstatSync(fd);
+      if (!st.isFile()) throw new ElfPatchError(ErrorCode.IO_NOT_FILE, "Not a regular file");
+      nlink = st.nlink;
+      plan = engine.plan(fdSource(fd), path, resolveRequest(spec, path, probe), spec.grow !== false);
+    } finally {
+      closeSync(fd);
+    }
+    rec.links = nlink;
+    rec.size = plan.before.size;
+    rec.before = summarize(plan.before);
+    if (keepInfo) rec.beforeInfo = plan.before;
+    rec.edits = plan.edits.length;
+    if (plan.edits.length === 0) {
+      rec.status = "unchanged";
+      rec.after = rec.before;
+      if (keepInfo) rec.afterInfo = plan.before;
+      return rec;
+    }
+    rec.changed = true;
+    rec.strategy = plan.strategy;
+    rec.bytesAdded = plan.newSize - plan.before.size;
+    if (spec.dryRun) {
+      rec.status = "would-patch";
+      return rec;
+    }
+    let after: ElfInfo | null = null;
+    const verify = (vfd: number): void => {
+      after = engine.inspect(fdSource(vfd), path);
+    };
+    const inPlace = spec.write === "in-place" || (spec.hardlinks === "preserve" && nlink > 1);
+    if (inPlace) writeEditsInPlace(path, plan.edits, plan.newSize, verify);
+    else {
+      writeEditsAtomically(path, plan.edits, plan.newSize, verify);
+      // Other links to the old inode inside the batch get the new version too (links outside,
+      // such as uv's cache, keep the old bytes).
+      for (const other of links) relinkAtomically(path, other);
+      if (links.length) rec.relinked = links;
+    }
+    rec.write = inPlace ? "in-place" : "rename";
+    rec.status = "patched";
+    rec.after = summarize(after!);
+    if (keepInfo) rec.afterInfo = after!;
+    return rec;
+  } catch (err) {
+    rec.status = "failed";
+    rec.error = toErrorRecord(err);
+    return rec;
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * A whole batch: scan the PATHs, roll back journals an interrupted `--in-place` run left, remove
+ * stale temp files of ours, patch every ELF file (in the pool, or inline for a single file or
+ * `--jobs 1`), and aggregate the summary. Records come back sorted by path, so the same tree and
+ * options give the same report.
+ */
+import { unlinkSync } from "node:fs";
+import { CoreEngine } from "../core/engine.js";
+import { toErrorRecord } from "../errors.js";
+import { LibraryProbe } from "../policy/rpath.js";
+import { Pool } from "../pool/pool.js";
+import { scan, type ScanOptions, type SkippedFile } from "../scan/walk.js";
+import { shard } from "../scan/shard.js";
+import { recoverJournal } from "./journal.js";
+import { processFile, type BatchSpec, type FileRecord } from "./process-file.js";
+
+export interface BatchOptions {
+  jobs: number;
+  scan?: ScanOptions;
+  /** Called after each file with its size (for progress). */
+  onFile?: (bytes: number) => void;
+  /** Called once the scan knows how much there is to do. */
+  onStart?: (files: number, bytes: number) => void;
+}
+
+export interface BatchSummary {
+  type: "summary";
+  files: number;
+  patched: number;
+  wouldPatch: number;
+  unchanged: number;
+  skipped: number;
+  failed: number;
+  notElf: number;
+  bytesAdded: number;
+  strategies: Record<string, number>;
+  recovered: string[];
+  elapsedMs: number;
+}
+
+export interface BatchResult {
+  records: FileRecord[];
+  summary: BatchSummary;
+}
+
+function skippedRecord(s: SkippedFile): FileRecord {
+  const r: FileRecord = { type: "file", path: s.path, status: "skipped", changed: false, strategy: null, bytesAdded: 0, edits: 0, skipReason: s.reason };
+  if (s.of) r.duplicateOf = s.of;
+  return r;
+}
+
+export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOptions): Promise<BatchResult> {
+  const t0 = performance.now();
+  const found = scan(paths, opts.scan);
+  const recovered: string[] = [];
+  const records: FileRecord[] = [];
+  for (const j of found.journals) {
+    if (spec.dryRun) continue; // never write under --dry-run/--check
+    try {
+      const r = recoverJournal(j);
+      if (r.outcome === "rolled-back") recovered.push(r.file);
+    } catch (err) {
+      records.push({ type: "file", path: j, status: "failed", changed: false, strategy: null, bytesAdded: 0, edits: 0, error: toErrorRecord(err) });
+    }
+  }
+  if (!spec.dryRun) for (const t of found.staleTemps) {
+    try {
+      unlinkSync(t);
+    } catch {
+      // already gone
+    }
+  }
+  for (const e of found.errors) {
+    records.push({ type: "file", path: e.path, status: "failed", changed: false, strategy: null, bytesAdded: 0, edits: 0, error: e.error });
+  }
+  for (const s of found.skipped) if (s.reason !== "not-elf" && s.reason !== "not-regular") records.push(skippedRecord(s));
+  const total = found.files.reduce((a, f) => a + f.size, 0);
+  opts.onStart?.(found.files.length, total);
+  const onFile = opts.onFile ?? (() => {});
+  if (found.files.length <= 1 || opts.jobs <= 1) {
+    const engine = CoreEngine.create();
+    const probe = new LibraryProbe();
+    for (const f of found.files) {
+      records.push(processFile(engine, f.path, spec, probe, false, f.links ?? []));
+      onFile(f.size);
+    }
+  } else {
+    const pool = new Pool(Math.min(opts.jobs, found.files.length));
+    try {
+      const shards = shard(found.files, { threads: opts.jobs });
+      const results = await Promise.all(shards.map((s) => pool.run(s, spec, onFile)));
+      for (const r of results) records.push(...r);
+    } finally {
+      await pool.close();
+    }
+  }
+  records.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return { records, summary: summarize(records, found.skipped, recovered, performance.now() - t0) };
+}
+
+function summarize(records: FileRecord[], skipped: SkippedFile[], recovered: string[], elapsedMs: number): BatchSummary {
+  const s: BatchSummary = {
+    type: "summary", files: 0, patched: 0, wouldPatch: 0, unchanged: 0, skipped: 0, failed: 0,
+    notElf: skipped.filter((k) => k.reason === "not-elf").length, bytesAdded: 0, strategies: {}, recovered,
+    elapsedMs: Math.round(elapsedMs),
+  };
+  for (const r of records) {
+    s.files++;
+    if (r.status === "patched") s.patched++;
+    else if (r.status === "would-patch") s.wouldPatch++;
+    else if (r.status === "unchanged") s.unchanged++;
+    else if (r.status === "skipped") s.skipped++;
+    else s.failed++;
+    if (r.status !== "patched" && r.status !== "would-patch") continue;
+    s.bytesAdded += r.bytesAdded;
+    if (r.strategy) s.strategies[r.strategy] = (s.strategies[r.strategy] ?? 0) + 1;
+  }
+  return s;
+}

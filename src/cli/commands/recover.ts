@@ -1,0 +1,36 @@
+/** `elfpatch recover PATH...`: rolls back files an interrupted `--in-place` run left half-edited. */
+import { Command } from "commander";
+import { statSync } from "node:fs";
+import { recoverJournal, UNDO_SUFFIX } from "../../batch/journal.js";
+import { toErrorRecord } from "../../errors.js";
+import { scan } from "../../scan/walk.js";
+import type { CliIo } from "../program.js";
+
+export function recoverCommand(io: CliIo): Command {
+  return new Command("recover")
+    .description(`roll back files from undo journals (*${UNDO_SUFFIX}) left by an interrupted --in-place run`)
+    .argument("<paths...>", "journal files, or directories to search for them")
+    .action((paths: string[]) => {
+      const journals: string[] = [];
+      for (const p of paths) {
+        try {
+          if (statSync(p).isDirectory()) journals.push(...scan([p]).journals);
+          else journals.push(p);
+        } catch (err) {
+          io.err(`${p}: error ${toErrorRecord(err).code}`);
+          io.setExitCode(1);
+        }
+      }
+      for (const j of journals) {
+        try {
+          const r = recoverJournal(j);
+          io.out(`${r.file}: ${r.outcome === "rolled-back" ? "rolled back to the original" : "incomplete journal discarded (file untouched)"}`);
+        } catch (err) {
+          const e = toErrorRecord(err);
+          io.err(`${j}: error ${e.code}: ${e.message}`);
+          io.setExitCode(1);
+        }
+      }
+      if (journals.length === 0) io.err("no undo journals found");
+    });
+}

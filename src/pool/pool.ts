@@ -1,0 +1,70 @@
+/**
+ * The worker pool: piscina threads, each with one core instance made from the Module compiled
+ * once here. A shard whose worker dies yields a POOL_WORKER_CRASHED record per file; the batch
+ * goes on.
+ */
+import { existsSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { MessageChannel } from "node:worker_threads";
+import { Piscina } from "piscina";
+import { coreModule } from "../core/module.js";
+import { ElfPatchError, ErrorCode } from "../errors.js";
+import type { BatchSpec, FileRecord } from "../batch/process-file.js";
+import type { ScannedFile } from "../scan/walk.js";
+import type { ShardTask } from "./worker.js";
+
+/** The compiled worker (workers must be .js files): build/js/pool/worker.js. */
+export function workerPath(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const candidate = join(dir, "build", "js", "pool", "worker.js");
+    if (existsSync(candidate)) return candidate;
+    const local = join(dir, "worker.js");
+    if (existsSync(local) && dir.endsWith(join("js", "pool"))) return local;
+    dir = dirname(dir);
+  }
+  throw new ElfPatchError(ErrorCode.INTERNAL, "Missing build/js/pool/worker.js; run npm run build");
+}
+
+export function defaultJobs(): number {
+  return availableParallelism();
+}
+
+export class Pool {
+  private piscina: Piscina;
+
+  constructor(threads: number) {
+    this.piscina = new Piscina({
+      filename: workerPath(),
+      workerData: { module: coreModule() },
+      minThreads: threads,
+      maxThreads: threads,
+      idleTimeout: 1000,
+    });
+  }
+
+  /** Runs one shard; never rejects: a crashed worker becomes error records. */
+  async run(files: ScannedFile[], spec: BatchSpec, onFile: (bytes: number) => void): Promise<FileRecord[]> {
+    const { port1, port2 } = new MessageChannel();
+    port1.on("message", (bytes: number) => onFile(bytes));
+    const task: ShardTask = {
+      paths: files.map((f) => f.path), sizes: files.map((f) => f.size), links: files.map((f) => f.links), spec, progress: port2,
+    };
+    try {
+      return (await this.piscina.run(task, { transferList: [port2] })) as FileRecord[];
+    } catch (err) {
+      return files.map((f) => ({
+        type: "file" as const, path: f.path, status: "failed" as const, changed: false, strategy: null, bytesAdded: 0, edits: 0,
+        error: { code: ErrorCode.POOL_WORKER_CRASHED, message: `Worker crashed: ${(err as Error).message}` },
+      }));
+    } finally {
+      port1.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.piscina.destroy();
+  }
+}

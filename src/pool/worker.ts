@@ -1,0 +1,30 @@
+/**
+ * A pool worker: instantiates the core once from the compiled module the main thread shares
+ * (`workerData.module`), then patches whole shards. Files are read and written here; only small
+ * plain records go back to the main thread.
+ */
+import { workerData, type MessagePort } from "node:worker_threads";
+import { CoreEngine } from "../core/engine.js";
+import { processFile, type BatchSpec, type FileRecord } from "../batch/process-file.js";
+import { LibraryProbe } from "../policy/rpath.js";
+
+export interface ShardTask {
+  paths: string[];
+  spec: BatchSpec;
+  /** Receives one message per finished file (its size), for progress. */
+  progress?: MessagePort;
+  sizes?: number[];
+  /** Per path: other hard links inside the batch. */
+  links?: (string[] | undefined)[];
+}
+
+const engine = new CoreEngine((workerData as { module: WebAssembly.Module }).module);
+const probe = new LibraryProbe();
+
+export default function runShard(task: ShardTask): FileRecord[] {
+  return task.paths.map((path, i) => {
+    const rec = processFile(engine, path, task.spec, probe, false, task.links?.[i] ?? []);
+    task.progress?.postMessage(task.sizes?.[i] ?? 0);
+    return rec;
+  });
+}

@@ -1,0 +1,179 @@
+/**
+ * Finds the ELF files of a batch: PATHs are files or directory trees; ELF files are recognised by
+ * their first bytes (not their name or mode); a file reached twice (symlink, hard link) is handled
+ * once (by device and inode). Symlinks are not followed out of the batch: a symlink whose target
+ * lies inside one of the roots is a duplicate; one leading elsewhere is skipped (unless
+ * `followSymlinks`). Directory listings are read once; non-ELF files cost one small read.
+ */
+import { closeSync, lstatSync, openSync, readdirSync, readSync, realpathSync, statSync, type Stats } from "node:fs";
+import { join, relative, resolve, sep } from "node:path";
+import picomatch from "picomatch";
+import { toErrorRecord, type ErrorRecord } from "../errors.js";
+import { UNDO_SUFFIX } from "../batch/journal.js";
+
+export interface ScanOptions {
+  /** Globs a file must match (relative to its root, or its base name for patterns without `/`). */
+  include?: string[];
+  exclude?: string[];
+  /** Follow symlinks to files and directories outside the batch. */
+  followSymlinks?: boolean;
+}
+
+export interface ScannedFile {
+  path: string;
+  size: number;
+  dev: number;
+  ino: number;
+  nlink: number;
+  /** Other hard links to the same inode found inside the batch: they get the new version too. */
+  links?: string[];
+}
+
+export interface SkippedFile {
+  path: string;
+  reason: "not-elf" | "duplicate" | "symlink" | "symlink-outside" | "excluded" | "not-regular";
+  /** For duplicates: the path that is handled instead. */
+  of?: string;
+}
+
+export interface ScanResult {
+  files: ScannedFile[];
+  skipped: SkippedFile[];
+  errors: { path: string; error: ErrorRecord }[];
+  /** Undo journals left by an interrupted `--in-place` run (recovered before patching). */
+  journals: string[];
+  /** Temp files an interrupted run of ours left (removed before patching). */
+  staleTemps: string[];
+}
+
+/** Names of our temp files: safe-write copies and journals being written. */
+const STALE_TEMP = /\.elfpatch-\d+-\d+-\d+\.tmp$|\.elfpatch-undo\.\d+-\d+\.tmp$/;
+
+const ELF_MAGIC = 0x7f454c46;
+
+/** Whether the file starts with `\x7fELF` (one 4-byte read). */
+export function isElf(path: string): boolean {
+  const fd = openSync(path, "r");
+  try {
+    const b = Buffer.alloc(4);
+    return readSync(fd, b, 0, 4, 0) === 4 && b.readUInt32BE(0) === ELF_MAGIC;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function matcher(globs: string[] | undefined): ((rel: string) => boolean) | null {
+  if (!globs?.length) return null;
+  const m = picomatch(globs, { dot: true, basename: true });
+  return (rel) => m(rel);
+}
+
+export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
+  const res: ScanResult = { files: [], skipped: [], errors: [], journals: [], staleTemps: [] };
+  const roots = paths.map((p) => resolve(p));
+  const realRoots = roots.map((r) => {
+    try {
+      return realpathSync(r);
+    } catch {
+      return r;
+    }
+  });
+  const include = matcher(opts.include);
+  const exclude = matcher(opts.exclude);
+  const seen = new Map<string, ScannedFile>(); // dev:ino -> the file handled
+  const visitedDirs = new Set<string>();
+  const insideBatch = (real: string): boolean => realRoots.some((r) => real === r || real.startsWith(r + sep));
+
+  const consider = (path: string, st: Stats, rel: string): void => {
+    if (!st.isFile()) return void res.skipped.push({ path, reason: "not-regular" });
+    if ((include && !include(rel)) || (exclude && exclude(rel))) return void res.skipped.push({ path, reason: "excluded" });
+    const key = `${st.dev}:${st.ino}`;
+    const first = seen.get(key);
+    if (first !== undefined) {
+      // Another hard link to a file already in the batch: patched once, relinked here afterwards.
+      (first.links ??= []).push(path);
+      return void res.skipped.push({ path, reason: "duplicate", of: first.path });
+    }
+    let elf: boolean;
+    try {
+      elf = st.size >= 4 && isElf(path);
+    } catch (err) {
+      return void res.errors.push({ path, error: toErrorRecord(err) });
+    }
+    if (!elf) return void res.skipped.push({ path, reason: "not-elf" });
+    const file: ScannedFile = { path, size: st.size, dev: st.dev, ino: st.ino, nlink: st.nlink };
+    seen.set(key, file);
+    res.files.push(file);
+  };
+
+  const walkDir = (dir: string, root: string): void => {
+    let real: string;
+    try {
+      real = realpathSync(dir);
+    } catch (err) {
+      return void res.errors.push({ path: dir, error: toErrorRecord(err) });
+    }
+    if (visitedDirs.has(real)) return;
+    visitedDirs.add(real);
+    let entries;
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch (err) {
+      return void res.errors.push({ path: dir, error: toErrorRecord(err) });
+    }
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const e of entries) {
+      const path = join(dir, e.name);
+      const rel = relative(root, path);
+      if (e.name.endsWith(UNDO_SUFFIX)) {
+        res.journals.push(path);
+        continue;
+      }
+      if (STALE_TEMP.test(e.name)) {
+        res.staleTemps.push(path);
+        continue;
+      }
+      try {
+        if (e.isSymbolicLink()) {
+          // A symlink is never replaced by a file: its target is what gets patched.
+          const target = realpathSync(path);
+          const st = statSync(target);
+          if (insideBatch(target)) {
+            // The target is walked as part of the batch anyway.
+            if (!st.isDirectory()) res.skipped.push({ path, reason: "symlink", of: target });
+            continue;
+          }
+          if (!opts.followSymlinks) {
+            res.skipped.push({ path, reason: "symlink-outside" });
+            continue;
+          }
+          if (st.isDirectory()) walkDir(target, target);
+          else consider(target, st, rel);
+        } else if (e.isDirectory()) {
+          walkDir(path, root);
+        } else {
+          consider(path, lstatSync(path), rel);
+        }
+      } catch (err) {
+        res.errors.push({ path, error: toErrorRecord(err) });
+      }
+    }
+  };
+
+  for (let i = 0; i < roots.length; i++) {
+    const root = roots[i]!;
+    try {
+      // A root named explicitly is followed even if it is a symlink; its target is patched.
+      const real = realRoots[i]!;
+      const st = statSync(real);
+      if (st.isDirectory()) walkDir(root, root);
+      else consider(real, st, relative(resolve(root, ".."), root));
+    } catch (err) {
+      res.errors.push({ path: paths[i]!, error: toErrorRecord(err) });
+    }
+  }
+  // Files are handled in a stable order whatever the walk found first.
+  res.files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return res;
+}
+
