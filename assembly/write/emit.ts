@@ -31,7 +31,9 @@ export function writePlan(elf: Elf, p: Plan): void {
         img.putWord(o + half, val);
       } else {
         img.putWord(o, DT_NULL);
-        img.putWord(o + half, 0);
+        // The terminator gets a zero value; spare slots beyond it keep whatever value they had
+        // (some tools leave stale values there): nothing reads them, and fewer bytes change.
+        if (p.dynOff != elf.dynOff || i <= p.dyn.length || i < elf.dyn.length) img.putWord(o + half, 0);
       }
     }
   }

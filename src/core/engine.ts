@@ -80,6 +80,11 @@ export class CoreEngine {
 
   constructor(private readonly module: WebAssembly.Module = coreModule()) {}
 
+  /** Bytes of Wasm memory the core instance holds now (0 before its first use). */
+  memoryBytes(): number {
+    return this.core ? this.core.memory.buffer.byteLength : 0;
+  }
+
   static create(flavor: CoreFlavor = "release"): CoreEngine {
     return new CoreEngine(coreModule(flavor));
   }
