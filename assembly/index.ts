@@ -95,7 +95,6 @@ export function plan(reqLen: u32, allowGrowth: u32): Status {
   if (req === null) return Status.BadRequest;
   e.img.resetWrites();
   e.img.status = Status.Ok;
-  e.img.beginWrites();
   beginStrings(e);
   const p = new Plan(e);
   p.allowGrowth = allowGrowth != 0;

@@ -158,16 +158,20 @@ export class Image {
     }
   }
 
-  /** Gives every chunk a private working copy, so planned writes can be diffed against the original. */
-  beginWrites(): void {
-    for (let i = 0, n = this.chunks.length; i < n; i++) {
-      const c = unchecked(this.chunks[i]);
-      if (c.work == c.orig) {
-        c.work = heap.alloc(<usize>(c.len > 0 ? c.len : 1));
-        memory.copy(c.work, c.orig, <usize>c.len);
-      }
+  /**
+   * Like `at`, for bytes about to be written: the chunk gets a private working copy first (copy on
+   * write), so the original stays available for the diff and untouched chunks cost nothing.
+   */
+  atw(off: u64, len: u64): usize {
+    const p = this.at(off, len);
+    if (!p) return 0;
+    const c = this.last!;
+    if (c.work == c.orig) {
+      c.work = heap.alloc(<usize>(c.len > 0 ? c.len : 1));
+      memory.copy(c.work, c.orig, <usize>c.len);
+      return c.work + <usize>(off - c.off);
     }
-    this.last = null;
+    return p;
   }
 
   // Endian-aware loads. Each returns 0 (and records a status) when the bytes are not available.
@@ -198,18 +202,18 @@ export class Image {
     return this.is64 ? this.u64(off) : <u64>this.u32(off);
   }
 
-  // Stores, used only while planning (after `beginWrites`).
+  // Stores, used only while planning (copy on write through `atw`).
   put16(off: u64, v: u32): void {
-    const p = this.at(off, 2);
+    const p = this.atw(off, 2);
     if (p) store<u16>(p, this.big ? bswap<u16>(<u16>v) : <u16>v);
   }
   put32(off: u64, v: u32): void {
-    const p = this.at(off, 4);
+    const p = this.atw(off, 4);
     if (p) store<u32>(p, this.big ? bswap<u32>(v) : v);
   }
   putWord(off: u64, v: u64): void {
     if (this.is64) {
-      const p = this.at(off, 8);
+      const p = this.atw(off, 8);
       if (p) store<u64>(p, this.big ? bswap<u64>(v) : v);
     } else {
       this.put32(off, <u32>v);

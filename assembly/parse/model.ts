@@ -100,6 +100,8 @@ export class Elf {
   /** `.dynsym` table offset and entry count (with ParseFlag.Refs). */
   dynsymOff: u64 = 0;
   dynsymCount: u64 = 0;
+  /** The largest `st_size` of a dynamic symbol (keeps eu-elflint's relocation heuristic quiet). */
+  maxSymSize: u64 = 0;
   shdrsLoaded: bool = false;
   /** `[offset, size]` pairs of every section with file bytes (when section headers were read). */
   secRanges: u64[] = [];

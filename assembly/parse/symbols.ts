@@ -43,7 +43,12 @@ export function parseSymbolRefs(elf: Elf): void {
     return;
   }
   if (!img.at(off, count * ent)) return;
-  for (let i: u64 = 0; i < count; i++) elf.symNames.push(img.u32(off + i * ent));
+  const sizeAt: u64 = img.is64 ? 16 : 8;
+  for (let i: u64 = 0; i < count; i++) {
+    elf.symNames.push(img.u32(off + i * ent));
+    const size = img.word(off + i * ent + sizeAt);
+    if (size > elf.maxSymSize) elf.maxSymSize = size;
+  }
   elf.dynsymOff = off;
   elf.dynsymCount = count;
   parseVersym(elf, count);

@@ -168,7 +168,10 @@ function newSegment(elf: Elf, l: Layout): Status {
   const off = align(img.size, 16);
   const end = place(l, off, <u64>n * ent);
   // The lowest address above every segment that is congruent to the offset modulo maxAlign.
-  const floor = align(high, pageSize(elf));
+  // A gap of the largest symbol size keeps eu-elflint from reading "relocation offset + symbol
+  // size" as reaching into the new read-only segment (it costs address space, not file bytes).
+  const gap = elf.maxSymSize < (1 << 30) ? elf.maxSymSize : 0;
+  const floor = align(high + gap, pageSize(elf));
   let vaddr = (floor & ~(maxAlign - 1)) + (off & (maxAlign - 1));
   if (vaddr < floor) vaddr += maxAlign;
   if (vaddr < high) return Status.TooLarge; // address space wrapped

@@ -72,8 +72,9 @@ function setInterpreter(p: Plan, x: Str): Status {
     p.newInterp = x;
     return Status.Ok;
   }
-  memory.copy(ptr, x.ptr, <usize>x.len);
-  memory.fill(ptr + <usize>x.len, 0, <usize>(seg.filesz - x.len));
+  const dst = elf.img.atw(seg.off, seg.filesz);
+  memory.copy(dst, x.ptr, <usize>x.len);
+  memory.fill(dst + <usize>x.len, 0, <usize>(seg.filesz - x.len));
   return Status.Ok;
 }
 

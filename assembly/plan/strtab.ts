@@ -113,7 +113,14 @@ function findExisting(p: Plan, c: Covered, s: usize, len: u64): u64 {
   return u64.MAX_VALUE;
 }
 
+/** Makes the file's own table writable (copy on write) before the first store into it. */
+function writable(elf: Elf): void {
+  const t = elf.tab!;
+  if (!t.moved) t.ptr = elf.img.atw(elf.strOff, elf.strSize);
+}
+
 function writeAt(elf: Elf, at: u64, s: usize, len: u64): void {
+  writable(elf);
   const dst = elf.strPtr(at);
   memory.copy(dst, s, <usize>len);
   store<u8>(dst + <usize>len, 0);
@@ -137,7 +144,7 @@ export function placeString(p: Plan, s: usize, len: u64, oldOff: u64): u64 {
     const oldLen = <u64>elf.strLen(oldOff);
     if (!elf.freeSpaceTrusted && room > oldLen + 1) room = oldLen + 1;
     if (room >= len + 1) {
-      writeAt(elf, oldOff, s, len);
+      writeAt(elf, oldOff, s, len); // (makes the table writable)
       // Clear the rest of the old string so no stale text stays readable; those bytes stay free.
       const clearEnd = oldOff + (oldLen + 1 < room ? oldLen + 1 : room);
       if (clearEnd > oldOff + len + 1) memory.fill(elf.strPtr(oldOff + len + 1), 0, <usize>(clearEnd - oldOff - len - 1));

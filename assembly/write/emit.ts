@@ -87,7 +87,7 @@ function rewriteVerneed(elf: Elf, p: Plan): void {
     }
   }
   if (end > o) {
-    const z = img.at(o, end - o);
+    const z = img.atw(o, end - o);
     if (z) memory.fill(z, 0, <usize>(end - o));
   }
   for (let i: u64 = 0; i < elf.versymCount; i++) {

@@ -99,7 +99,7 @@ export function writeLayout(elf: Elf, p: Plan, l: Layout): void {
   if (l.strategy == Strategy.InPlace) return;
   if (l.strBytes) {
     const t = elf.tab!;
-    const dst = img.at(l.strOff, l.strBytes);
+    const dst = img.atw(l.strOff, l.strBytes);
     if (dst) {
       memory.copy(dst, t.ptr, <usize>t.size);
       memory.fill(dst + <usize>t.size, 0, <usize>(l.strBytes - t.size));
@@ -108,7 +108,7 @@ export function writeLayout(elf: Elf, p: Plan, l: Layout): void {
   }
   const ni = p.newInterp;
   if (ni !== null && l.interpBytes) {
-    const dst = img.at(l.interpOff, l.interpBytes);
+    const dst = img.atw(l.interpOff, l.interpBytes);
     if (dst) {
       memory.copy(dst, ni.ptr, <usize>ni.len);
       store<u8>(dst + <usize>ni.len, 0);
@@ -128,8 +128,7 @@ export function writeLayout(elf: Elf, p: Plan, l: Layout): void {
   for (let i = 0, n = elf.segments.length; i < n; i++) writeSegment(elf, base + <u64>i * ent, unchecked(elf.segments[i]));
   if (l.seg !== null) {
     img.putWord(img.is64 ? 32 : 28, l.phdrOff);
-    const p16 = img.at(img.is64 ? 56 : 44, 2);
-    if (p16) img.put16(img.is64 ? 56 : 44, <u32>elf.segments.length);
+    img.put16(img.is64 ? 56 : 44, <u32>elf.segments.length);
   }
 }
 

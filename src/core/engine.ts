@@ -71,7 +71,7 @@ export interface PlannedEdits {
 }
 
 /** The first read of every file: covers the headers (and all tables of a small library) at once. */
-const PREFIX = 64 * 1024;
+const PREFIX = 32 * 1024;
 /** A parse needing more rounds than this is a core bug, not a property of the file. */
 const MAX_ROUNDS = 64;
 

@@ -1,0 +1,201 @@
+/**
+ * `npm run bench`: elfpatch against patchelf on the same job, side by side, in one run.
+ *
+ * Corpus: several venv-like trees, each holding copies of every ELF file of
+ * /usr/lib/x86_64-linux-gnu (under lib/) and of the local Python's site-packages (under
+ * site-packages/, layout kept), built once under the temp dir. Job: the seed recipe — force
+ * DT_RPATH, add the Nix profile's lib dir, shrink to `$ORIGIN` and the profile. The profile is a
+ * temp dir of symlinks to the system libraries, so it really provides NEEDED libraries and both
+ * tools keep it (a profile that provides nothing would be shrunk away and leave nothing to do).
+ * Each tool runs on a fresh copy: elfpatch (default mode, and --in-place) in one process,
+ * patchelf (Debian's) with two calls per file through `xargs -P nproc`, as the seed does; then a
+ * re-run on the patched tree. Wall time and peak RSS come from GNU time; medians of --reps runs.
+ *
+ * Options: --trees N (default 3), --reps N (default 3), --keep (keep the corpus for the next run).
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import {
+  closeSync, cpSync, existsSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statSync, symlinkSync, writeFileSync,
+} from "node:fs";
+import { availableParallelism, tmpdir } from "node:os";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const args = process.argv.slice(2);
+const opt = (name: string, dflt: number): number => {
+  const i = args.indexOf(name);
+  return i >= 0 ? Number(args[i + 1]) : dflt;
+};
+const TREES = opt("--trees", 3);
+const REPS = opt("--reps", 3);
+const KEEP = args.includes("--keep");
+const HOST = "/usr/lib/x86_64-linux-gnu";
+const root = join(tmpdir(), "elfpatch-bench");
+const base = join(root, `base-${TREES}`);
+const work = join(root, "work");
+const profileRoot = join(root, "nix", "var", "nix", "profiles", "per-user", "alice", "profile");
+const profile = join(profileRoot, "lib");
+const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "cli", "main.js");
+
+/** Regular ELF files under `dir` (no symlinks), recursively. */
+function elfFiles(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile() && statSync(p).size > 64 && isElfHead(p)) out.push(p);
+    }
+  };
+  walk(dir);
+  return out.sort();
+}
+
+function isElfHead(p: string): boolean {
+  const fd = openSync(p, "r");
+  try {
+    const b = Buffer.alloc(4);
+    return readSync(fd, b, 0, 4, 0) === 4 && b.readUInt32BE(0) === 0x7f454c46;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function sitePackages(): string | null {
+  try {
+    return execFileSync("python3", ["-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"], { encoding: "utf8" }).trim();
+  } catch {
+    return null;
+  }
+}
+
+function buildCorpus(): { files: number; bytes: number } {
+  if (!existsSync(join(base, ".done"))) {
+    rmSync(base, { recursive: true, force: true });
+    const sp = sitePackages();
+    const sources: [string, string][] = [[HOST, "lib"], ...(sp && existsSync(sp) ? [[sp, "site-packages"] as [string, string]] : [])];
+    for (let t = 1; t <= TREES; t++) {
+      for (const [src, name] of sources) {
+        for (const f of elfFiles(src)) {
+          const dst = join(base, `venv-${t}`, name, relative(src, f));
+          mkdirSync(dirname(dst), { recursive: true });
+          cpSync(f, dst);
+        }
+      }
+    }
+    writeFileSync(join(base, ".done"), "");
+  }
+  if (!existsSync(profile)) {
+    mkdirSync(profile, { recursive: true });
+    for (const e of readdirSync(HOST)) symlinkSync(join(HOST, e), join(profile, e));
+  }
+  const files = elfFiles(base);
+  return { files: files.length, bytes: files.reduce((s, f) => s + statSync(f).size, 0) };
+}
+
+function treeBytes(dir: string): number {
+  let n = 0;
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) n += statSync(p).size;
+    }
+  };
+  walk(dir);
+  return n;
+}
+
+function fresh(): void {
+  rmSync(work, { recursive: true, force: true });
+  execFileSync("cp", ["-a", "--reflink=auto", base, work]);
+  rmSync(join(work, ".done"), { force: true });
+  execFileSync("sync");
+}
+
+interface Timing {
+  wallS: number;
+  rssMB: number;
+  status: number;
+}
+
+/** Runs a command under GNU time; wall seconds and peak RSS (largest process of the tree). */
+function timed(cmd: string[]): Timing {
+  const r = spawnSync("/usr/bin/time", ["-v", ...cmd], { encoding: "utf8", maxBuffer: 1 << 28 });
+  const err = r.stderr ?? "";
+  const wall = /Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):(\d+(?:\.\d+)?)/.exec(err);
+  const rss = /Maximum resident set size \(kbytes\): (\d+)/.exec(err);
+  const wallS = wall ? Number(wall[1] ?? 0) * 3600 + Number(wall[2]) * 60 + Number(wall[3]) : NaN;
+  return { wallS, rssMB: rss ? Number(rss[1]) / 1024 : NaN, status: r.status ?? -1 };
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+const recipe = ["--force-rpath", "--add-rpath", profile, "--shrink-rpath", "--allowed-rpath-prefixes", `$ORIGIN:${profileRoot}`];
+const elfpatch = (extra: string[]): string[] => ["node", cli, "patch", ...recipe, ...extra, "--no-progress", work];
+const jobs = String(availableParallelism());
+const patchelfScript =
+  `find "${work}" -type f -print0 | xargs -0 -P ${jobs} -n 1 sh -c ` +
+  `'patchelf --force-rpath --add-rpath "${profile}" "$0" && ` +
+  `patchelf --force-rpath --shrink-rpath --allowed-rpath-prefixes "\\$ORIGIN:${profileRoot}" "$0"'`;
+const patchelf = ["sh", "-c", patchelfScript];
+
+interface Row {
+  name: string;
+  first: Timing[];
+  rerun: Timing[];
+  added: number[];
+  rerunAdded: number[];
+}
+
+function measure(name: string, cmd: string[]): Row {
+  const row: Row = { name, first: [], rerun: [], added: [], rerunAdded: [] };
+  for (let i = 0; i < REPS; i++) {
+    fresh();
+    const b0 = treeBytes(work);
+    row.first.push(timed(cmd));
+    const b1 = treeBytes(work);
+    row.rerun.push(timed(cmd));
+    row.added.push(b1 - b0);
+    row.rerunAdded.push(treeBytes(work) - b1);
+    process.stderr.write(`  ${name} rep ${i + 1}: ${row.first.at(-1)!.wallS.toFixed(2)} s, re-run ${row.rerun.at(-1)!.wallS.toFixed(2)} s\n`);
+  }
+  return row;
+}
+
+function main(): void {
+  if (!existsSync("/usr/bin/time")) throw new Error("GNU time is needed: apt-get install time");
+  const patchelfVersion = spawnSync("patchelf", ["--version"], { encoding: "utf8" }).stdout?.trim() || "missing";
+  process.stderr.write(`building corpus (${TREES} trees) in ${root}\n`);
+  const corpus = buildCorpus();
+  process.stderr.write(`corpus: ${corpus.files} ELF files, ${(corpus.bytes / 1e6).toFixed(0)} MB\n`);
+  const rows = [measure("elfpatch", elfpatch([])), measure("elfpatch --in-place", elfpatch(["--in-place"]))];
+  if (patchelfVersion !== "missing") rows.push(measure(`patchelf (${patchelfVersion.replace("patchelf ", "")})`, patchelf));
+  const ref = rows.find((r) => r.name.startsWith("patchelf"));
+  const refWall = ref ? median(ref.first.map((t) => t.wallS)) : NaN;
+  const lines = [
+    `Corpus: ${corpus.files} ELF files, ${(corpus.bytes / 1e6).toFixed(0)} MB (${TREES} venv-like trees); ${jobs} cores; medians of ${REPS} runs.`,
+    "",
+    "| tool | first run (s) | vs patchelf | peak RSS (MB) | bytes added | re-run (s) | re-run vs patchelf first run | re-run bytes added |",
+    "|---|---|---|---|---|---|---|---|",
+  ];
+  for (const r of rows) {
+    const w = median(r.first.map((t) => t.wallS));
+    const rr = median(r.rerun.map((t) => t.wallS));
+    const rss = Math.max(...r.first.map((t) => t.rssMB), ...r.rerun.map((t) => t.rssMB));
+    lines.push(
+      `| ${r.name} | ${w.toFixed(2)} | ${(refWall / w).toFixed(1)}x | ${rss.toFixed(0)} | ${median(r.added).toLocaleString("en")} | ` +
+        `${rr.toFixed(2)} | ${(refWall / rr).toFixed(0)}x | ${median(r.rerunAdded).toLocaleString("en")} |`,
+    );
+    const bad = [...r.first, ...r.rerun].filter((t) => t.status !== 0).length;
+    if (bad) lines.push(`| ${r.name}: ${bad} runs exited non-zero | | | | | | | |`);
+  }
+  console.log(lines.join("\n"));
+  if (!KEEP) rmSync(root, { recursive: true, force: true });
+  else rmSync(work, { recursive: true, force: true });
+}
+
+main();
