@@ -108,9 +108,7 @@ export function plan(reqLen: u32, allowGrowth: u32): Status {
   }
   if (s == Status.Ok && !e.img.ok) s = e.img.status;
   if (s != Status.Ok) return s;
-  const out = new Out();
-  emitEdits(e.img.chunks, out);
-  edits = out;
+  edits = emitEdits(e.img.chunks);
   planned = l;
   return Status.Ok;
 }

@@ -102,21 +102,19 @@ function byOffset(a: Chunk, b: Chunk): i32 {
   return a.off < b.off ? -1 : a.off > b.off ? 1 : 0;
 }
 
-/** Emits every changed byte run of every chunk. Returns the number of edits. */
-export function emitEdits(chunks: Chunk[], out: Out): i32 {
+/**
+ * Visits every changed byte run of every chunk, in file order: `[start, end)` in chunk `c`.
+ * Appended chunks (no original) are one run, zeros included, so the file gets no holes.
+ */
+function forEachRun(chunks: Chunk[], fn: (c: Chunk, start: usize, end: usize, out: Out | null) => void, out: Out | null): void {
   const sorted = chunks.slice(0);
   sorted.sort(byOffset);
-  let count = 0;
   for (let k = 0, m = sorted.length; k < m; k++) {
     const c = unchecked(sorted[k]);
     if (c.work == c.orig) continue;
     const n = <usize>c.len;
     if (c.orig == 0) {
-      // Bytes appended to the file: written whole, zeros included, so the file has no holes.
-      out.f64(<f64>c.off);
-      out.u32(<u32>n);
-      out.bytes(c.work, n);
-      count++;
+      fn(c, 0, n, out);
       continue;
     }
     let i: usize = 0;
@@ -132,12 +130,26 @@ export function emitEdits(chunks: Chunk[], out: Out): i32 {
         if (load<u8>(c.work + j) != load<u8>(c.orig + j)) end = j + 1;
         j++;
       }
-      out.f64(<f64>(c.off + <u64>start));
-      out.u32(<u32>(end - start));
-      out.bytes(c.work + start, end - start);
-      count++;
+      fn(c, start, end, out);
       i = end;
     }
   }
-  return count;
+}
+
+let emitSize: usize = 0;
+
+/** The edit list: `[f64 off][u32 len][bytes]` per run, in one exactly sized buffer. */
+export function emitEdits(chunks: Chunk[]): Out {
+  emitSize = 0;
+  forEachRun(chunks, (c: Chunk, start: usize, end: usize, out: Out | null): void => {
+    emitSize += 12 + (end - start);
+  }, null);
+  const out = new Out(emitSize > 0 ? emitSize : 1);
+  forEachRun(chunks, (c: Chunk, start: usize, end: usize, out: Out | null): void => {
+    const o = out!;
+    o.f64(<f64>(c.off + <u64>start));
+    o.u32(<u32>(end - start));
+    o.bytes(c.work + start, end - start);
+  }, out);
+  return out;
 }

@@ -4,10 +4,10 @@
  * pool's workers and by the single-file API alike. Returns a plain record, never throws.
  */
 import { closeSync, fstatSync, openSync } from "node:fs";
-import { CoreEngine, fdSource } from "../core/engine.js";
+import { CoreEngine, fdSource, type PlannedEdits } from "../core/engine.js";
 import type { EditRequest, ElfInfo, Strategy } from "../core/types.js";
 import { ElfPatchError, ErrorCode, toErrorRecord, type ErrorRecord } from "../errors.js";
-import { relinkAtomically, writeEditsAtomically } from "../io/safe-write.js";
+import { relinkAtomically, syncDir, writeEditsAtomically } from "../io/safe-write.js";
 import { computeRunpath, hasRpathPolicy, LibraryProbe, runpathRequest, type RpathPolicy } from "../policy/rpath.js";
 import { writeEditsInPlace } from "./journal.js";
 
@@ -80,28 +80,34 @@ export function resolveRequest(spec: BatchSpec, path: string, probe: LibraryProb
   };
 }
 
-export function processFile(
+/** A planned file: its record so far, and the edits still to write (null when nothing to write). */
+export interface PlannedFile {
+  rec: FileRecord;
+  plan: PlannedEdits | null;
+  links: string[];
+}
+
+/** Plans one file; writes nothing. */
+export function planOne(
   engine: CoreEngine,
   path: string,
   spec: BatchSpec,
   probe: LibraryProbe,
   keepInfo = false,
   links: string[] = [],
-): FileRecord {
+): PlannedFile {
   const rec: FileRecord = { type: "file", path, status: "failed", changed: false, strategy: null, bytesAdded: 0, edits: 0 };
   try {
     const fd = openSync(path, "r");
-    let plan;
-    let nlink = 1;
+    let plan: PlannedEdits;
     try {
       const st = fstatSync(fd);
       if (!st.isFile()) throw new ElfPatchError(ErrorCode.IO_NOT_FILE, "Not a regular file");
-      nlink = st.nlink;
-      plan = engine.plan(fdSource(fd), path, resolveRequest(spec, path, probe), spec.grow !== false);
+      rec.links = st.nlink;
+      plan = engine.plan(fdSource(fd, st.size), path, resolveRequest(spec, path, probe), spec.grow !== false);
     } finally {
       closeSync(fd);
     }
-    rec.links = nlink;
     rec.size = plan.before.size;
     rec.before = summarize(plan.before);
     if (keepInfo) rec.beforeInfo = plan.before;
@@ -110,36 +116,100 @@ export function processFile(
       rec.status = "unchanged";
       rec.after = rec.before;
       if (keepInfo) rec.afterInfo = plan.before;
-      return rec;
+      return { rec, plan: null, links };
     }
     rec.changed = true;
     rec.strategy = plan.strategy;
     rec.bytesAdded = plan.newSize - plan.before.size;
     if (spec.dryRun) {
       rec.status = "would-patch";
-      return rec;
+      return { rec, plan: null, links };
     }
-    let after: ElfInfo | null = null;
-    const verify = (vfd: number): void => {
-      after = engine.inspect(fdSource(vfd), path);
-    };
-    const inPlace = spec.write === "in-place" || (spec.hardlinks === "preserve" && nlink > 1);
-    if (inPlace) writeEditsInPlace(path, plan.edits, plan.newSize, verify);
-    else {
-      writeEditsAtomically(path, plan.edits, plan.newSize, verify);
-      // Other links to the old inode inside the batch get the new version too (links outside,
-      // such as uv's cache, keep the old bytes).
-      for (const other of links) relinkAtomically(path, other);
-      if (links.length) rec.relinked = links;
-    }
-    rec.write = inPlace ? "in-place" : "rename";
-    rec.status = "patched";
-    rec.after = summarize(after!);
-    if (keepInfo) rec.afterInfo = after!;
-    return rec;
+    return { rec, plan, links };
   } catch (err) {
-    rec.status = "failed";
     rec.error = toErrorRecord(err);
-    return rec;
+    return { rec, plan: null, links };
   }
+}
+
+function verifier(engine: CoreEngine, p: PlannedFile, keepInfo: boolean): (fd: number) => void {
+  return (fd) => {
+    const after = engine.inspect(fdSource(fd), p.rec.path);
+    p.rec.after = summarize(after);
+    if (keepInfo) p.rec.afterInfo = after;
+  };
+}
+
+function writesInPlace(spec: BatchSpec, p: PlannedFile): boolean {
+  return spec.write === "in-place" || (spec.hardlinks === "preserve" && (p.rec.links ?? 1) > 1);
+}
+
+/** Writes a planned file as a new copy renamed over the original; relinks in-batch hard links. */
+function writeRenamed(engine: CoreEngine, p: PlannedFile, keepInfo: boolean, dirs: Set<string>): void {
+  const { rec, plan } = p;
+  try {
+    writeEditsAtomically(rec.path, plan!.edits, plan!.newSize, verifier(engine, p, keepInfo), dirs);
+    rec.write = "rename";
+    rec.status = "patched";
+    // Other links to the old inode inside the batch get the new version too (links outside,
+    // such as uv's cache, keep the old bytes).
+    for (const other of p.links) relinkAtomically(rec.path, other);
+    if (p.links.length) rec.relinked = p.links;
+  } catch (err) {
+    rec.status = rec.status === "patched" ? "patched" : "failed";
+    rec.error = toErrorRecord(err);
+  }
+}
+
+/** Writes the planned files; those edited in place share one undo journal. */
+export function writePlanned(engine: CoreEngine, planned: PlannedFile[], spec: BatchSpec, keepInfo = false): void {
+  const inPlace = planned.filter((p) => p.plan && writesInPlace(spec, p));
+  const dirs = new Set<string>();
+  for (const p of planned) if (p.plan && !writesInPlace(spec, p)) writeRenamed(engine, p, keepInfo, dirs);
+  for (const d of dirs) syncDir(d);
+  const results = writeEditsInPlace(
+    inPlace.map((p) => ({ path: p.rec.path, edits: p.plan!.edits, newSize: p.plan!.newSize, verify: verifier(engine, p, keepInfo) })),
+  );
+  inPlace.forEach((p, i) => {
+    const err = results[i];
+    if (err) {
+      p.rec.status = "failed";
+      p.rec.error = err;
+    } else {
+      p.rec.status = "patched";
+      p.rec.write = "in-place";
+    }
+  });
+}
+
+/** Plans and writes one file (the single-file API). */
+export function processFile(
+  engine: CoreEngine,
+  path: string,
+  spec: BatchSpec,
+  probe: LibraryProbe,
+  keepInfo = false,
+  links: string[] = [],
+): FileRecord {
+  const p = planOne(engine, path, spec, probe, keepInfo, links);
+  writePlanned(engine, [p], spec, keepInfo);
+  return p.rec;
+}
+
+/** Plans every file of a shard, then writes them (one journal for the in-place ones). */
+export function processShard(
+  engine: CoreEngine,
+  files: { path: string; links?: string[] | undefined }[],
+  spec: BatchSpec,
+  probe: LibraryProbe,
+  onFile: (i: number) => void,
+): FileRecord[] {
+  const planned = files.map((f, i) => {
+    const p = planOne(engine, f.path, spec, probe, false, f.links ?? []);
+    if (!p.plan) onFile(i);
+    return p;
+  });
+  writePlanned(engine, planned, spec);
+  planned.forEach((p, i) => p.plan && onFile(i));
+  return planned.map((p) => p.rec);
 }

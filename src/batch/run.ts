@@ -12,7 +12,7 @@ import { Pool } from "../pool/pool.js";
 import { scan, type ScanOptions, type SkippedFile } from "../scan/walk.js";
 import { shard } from "../scan/shard.js";
 import { recoverJournal } from "./journal.js";
-import { processFile, type BatchSpec, type FileRecord } from "./process-file.js";
+import { processShard, type BatchSpec, type FileRecord } from "./process-file.js";
 
 export interface BatchOptions {
   jobs: number;
@@ -58,7 +58,7 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
     if (spec.dryRun) continue; // never write under --dry-run/--check
     try {
       const r = recoverJournal(j);
-      if (r.outcome === "rolled-back") recovered.push(r.file);
+      recovered.push(...r.files);
     } catch (err) {
       records.push({ type: "file", path: j, status: "failed", changed: false, strategy: null, bytesAdded: 0, edits: 0, error: toErrorRecord(err) });
     }
@@ -80,9 +80,8 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
   if (found.files.length <= 1 || opts.jobs <= 1) {
     const engine = CoreEngine.create();
     const probe = new LibraryProbe();
-    for (const f of found.files) {
-      records.push(processFile(engine, f.path, spec, probe, false, f.links ?? []));
-      onFile(f.size);
+    for (const s of shard(found.files, { threads: 1 })) {
+      records.push(...processShard(engine, s, spec, probe, (i) => onFile(s[i]!.size)));
     }
   } else {
     const pool = new Pool(Math.min(opts.jobs, found.files.length));

@@ -39,9 +39,9 @@ export interface ByteSource {
   read(dst: Uint8Array, off: number): void;
 }
 
-export function fdSource(fd: number): ByteSource {
+export function fdSource(fd: number, size = fstatSync(fd).size): ByteSource {
   return {
-    size: fstatSync(fd).size,
+    size,
     read(dst, off) {
       let done = 0;
       while (done < dst.length) {

@@ -22,9 +22,16 @@ function tempPathFor(target: string): string {
 
 /**
  * Writes `edits` to a copy of `target` and renames it over `target`. `verify(fd)` runs on the
- * finished temp file before the rename and throws to abort.
+ * finished temp file before the rename and throws to abort. With `dirs`, the directory fsync is
+ * left to the caller (it collects the directories and syncs each once).
  */
-export function writeEditsAtomically(target: string, edits: Edit[], newSize: number, verify: (fd: number) => void): void {
+export function writeEditsAtomically(
+  target: string,
+  edits: Edit[],
+  newSize: number,
+  verify: (fd: number) => void,
+  dirs?: Set<string>,
+): void {
   const tmp = tempPathFor(target);
   let fd = -1;
   try {
@@ -48,7 +55,9 @@ export function writeEditsAtomically(target: string, edits: Edit[], newSize: num
     closeSync(fd);
     fd = -1;
     renameSync(tmp, target);
-    syncDir(dirname(target));
+    // The directory entry is made durable now, or once per directory by the caller (`dirs`).
+    if (dirs) dirs.add(dirname(target));
+    else syncDir(dirname(target));
   } catch (err) {
     if (fd >= 0) closeSync(fd);
     try {
@@ -83,7 +92,7 @@ function fstatOf(path: string): { uid: number; gid: number } {
   }
 }
 
-function syncDir(dir: string): void {
+export function syncDir(dir: string): void {
   let fd = -1;
   try {
     fd = openSync(dir, "r");

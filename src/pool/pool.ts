@@ -42,6 +42,8 @@ export class Pool {
       minThreads: threads,
       maxThreads: threads,
       idleTimeout: 1000,
+      // Workers keep little JS state (records of one shard): small heaps keep the batch's RSS flat.
+      resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 96 },
     });
   }
 

@@ -5,7 +5,7 @@
  */
 import { workerData, type MessagePort } from "node:worker_threads";
 import { CoreEngine } from "../core/engine.js";
-import { processFile, type BatchSpec, type FileRecord } from "../batch/process-file.js";
+import { processShard, type BatchSpec, type FileRecord } from "../batch/process-file.js";
 import { LibraryProbe } from "../policy/rpath.js";
 
 export interface ShardTask {
@@ -22,9 +22,6 @@ const engine = new CoreEngine((workerData as { module: WebAssembly.Module }).mod
 const probe = new LibraryProbe();
 
 export default function runShard(task: ShardTask): FileRecord[] {
-  return task.paths.map((path, i) => {
-    const rec = processFile(engine, path, task.spec, probe, false, task.links?.[i] ?? []);
-    task.progress?.postMessage(task.sizes?.[i] ?? 0);
-    return rec;
-  });
+  const files = task.paths.map((path, i) => ({ path, links: task.links?.[i] }));
+  return processShard(engine, files, task.spec, probe, (i) => task.progress?.postMessage(task.sizes?.[i] ?? 0));
 }

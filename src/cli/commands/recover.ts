@@ -24,7 +24,8 @@ export function recoverCommand(io: CliIo): Command {
       for (const j of journals) {
         try {
           const r = recoverJournal(j);
-          io.out(`${r.file}: ${r.outcome === "rolled-back" ? "rolled back to the original" : "incomplete journal discarded (file untouched)"}`);
+          if (r.outcome === "discarded") io.out(`${j}: incomplete journal discarded (no file was touched)`);
+          for (const f of r.files) io.out(`${f}: rolled back to the original`);
         } catch (err) {
           const e = toErrorRecord(err);
           io.err(`${j}: error ${e.code}: ${e.message}`);
