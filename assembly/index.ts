@@ -118,6 +118,11 @@ export function newSize(): f64 {
   return planned !== null ? <f64>planned!.newSize : 0;
 }
 
+/** Bytes of sections the layout moved out of the way of the program header table. */
+export function movedBytes(): f64 {
+  return planned !== null ? <f64>planned!.movedBytes : 0;
+}
+
 /** How the planned edits fit (plan/layout.ts Strategy). */
 export function strategy(): u32 {
   return planned !== null ? <u32>planned!.strategy : 0;

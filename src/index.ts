@@ -27,6 +27,8 @@ export interface PatchResult {
   strategy: Strategy;
   /** Bytes the file grew by. */
   bytesAdded: number;
+  /** Of those, bytes of sections moved out of the way of the program header table. */
+  movedBytes: number;
 }
 
 /** Options of `planFile`/`patchFile`. */
@@ -109,5 +111,8 @@ export function patchFile(
   if (r.error || !r.beforeInfo) return { path, error: r.error ?? { code: ErrorCode.INTERNAL, message: "No result" } };
   const before = { ...r.beforeInfo, path };
   const after = r.afterInfo ? { ...r.afterInfo, path } : null;
-  return { path, changed: r.changed, before, after, edits: r.edits, strategy: r.strategy ?? "in-place", bytesAdded: r.bytesAdded };
+  return {
+    path, changed: r.changed, before, after, edits: r.edits, strategy: r.strategy ?? "in-place", bytesAdded: r.bytesAdded,
+    movedBytes: r.movedBytes ?? 0,
+  };
 }

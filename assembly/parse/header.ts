@@ -102,7 +102,10 @@ export function parseSegments(elf: Elf): void {
     }
     elf.segments.push(s);
     if (type == PT_LOAD) elf.loads.push(s);
-    else if (type == PT_INTERP && elf.interpIndex < 0) elf.interpIndex = elf.segments.length - 1;
+    else if (type == PT_INTERP && elf.interpIndex < 0) {
+      elf.interpIndex = elf.segments.length - 1;
+      elf.interpAddr = s.vaddr;
+    }
     else if (type == PT_DYNAMIC && elf.dynIndex < 0) elf.dynIndex = elf.segments.length - 1;
   }
 }

@@ -17,6 +17,20 @@ export class Segment {
   ) {}
 }
 
+/** A section header (only what the layout needs), with the file offset of the header itself. */
+export class Section {
+  constructor(
+    public index: u32,
+    public type: u32,
+    public flags: u64,
+    public addr: u64,
+    public off: u64,
+    public size: u64,
+    public align: u64,
+    public hdr: u64,
+  ) {}
+}
+
 /**
  * Where `.dynstr` bytes are read and written while planning: the file's table (a working copy in
  * the image) or, once the plan needs more room, a private copy that will be written elsewhere.
@@ -93,6 +107,8 @@ export class Elf {
   dynstrShIndex: u32 = 0;
   dynamicShIndex: u32 = 0;
   interpShIndex: u32 = 0;
+  /** Address of `PT_INTERP`'s string before any move. */
+  interpAddr: u64 = 0;
   /** `.symtab` (static symbols): offset and how many leading entries were loaded (section symbols). */
   symtabOff: u64 = 0;
   symtabHead: u64 = 0;
@@ -105,6 +121,8 @@ export class Elf {
   shdrsLoaded: bool = false;
   /** `[offset, size]` pairs of every section with file bytes (when section headers were read). */
   secRanges: u64[] = [];
+  /** Every section header (when section headers were read). */
+  sections: Section[] = [];
   /** Index in `loads` of the segment holding `.dynstr` (its slack bytes were loaded), or -1. */
   slackLoad: i32 = -1;
 

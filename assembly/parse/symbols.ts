@@ -9,7 +9,7 @@ import {
   DT_GNU_HASH, DT_HASH, DT_SYMENT, DT_SYMTAB, DT_VERSYM, EM_MIPS, SHT_DYNAMIC, SHT_DYNSYM, SHT_GNU_VERDEF,
   SHT_GNU_VERNEED, SHT_HASH, SHT_GNU_HASH, SHT_GNU_VERSYM, SHT_NOBITS, SHT_PROGBITS, SHT_STRTAB, SHT_SYMTAB,
 } from "../elf/constants";
-import { Elf } from "./model";
+import { Elf, Section } from "./model";
 
 /** Most dynamic symbols accepted (libLLVM has ~100k). */
 const MAX_SYMS: u64 = 1 << 24;
@@ -86,6 +86,9 @@ function countFromSections(elf: Elf, symAddr: u64): u64 {
       elf.secRanges.push(off);
       elf.secRanges.push(secSize);
     }
+    elf.sections.push(new Section(
+      i, type, img.word(o + 8), img.word(o + (img.is64 ? 16 : 12)), off, secSize, img.word(o + (img.is64 ? 48 : 32)), o,
+    ));
     if (type == SHT_STRTAB && off == elf.strOff && elf.hasStrtab) {
       strIndex = i;
       elf.dynstrShdrOff = o;

@@ -14,8 +14,12 @@
 import { Status } from "../../src/shared/status";
 import { EM_386, EM_S390, EM_X86_64, PF_R, PF_W, PT_LOAD, PT_PHDR } from "../elf/constants";
 import { Elf, Segment } from "../parse/model";
+import { Block, planPhdrRoom } from "./phdrs";
 import { Plan } from "./state";
 import { STR_HEADROOM } from "./strtab";
+
+/** Most bytes of sections moved out of the way of a growing program header table. */
+const MAX_MOVED: u64 = 256 << 10;
 
 /** Spare `DT_NULL` slots given to a moved dynamic array. */
 export const DYN_HEADROOM: i32 = 8;
@@ -37,8 +41,12 @@ export class Layout {
   dynBytes: u64 = 0;
   interpOff: u64 = 0;
   interpBytes: u64 = 0;
-  /** The program header table moves to `phdrOff` with one more PT_LOAD (`seg`). */
+  /** The program header table moves to `phdrOff` with one more PT_LOAD (`seg`); 0: it grows in place. */
   phdrOff: u64 = 0;
+  /** Sections moved out of the way of the table growing in place (into the new segment). */
+  blocks: Block[] | null = null;
+  /** Bytes of those sections. */
+  movedBytes: u64 = 0;
   seg: Segment | null = null;
   /** The segment that holds the moved tables (extended or new). */
   home: Segment | null = null;
@@ -166,7 +174,27 @@ function newSegment(elf: Elf, l: Layout): Status {
     if (t.vaddr + t.memsz > high) high = t.vaddr + t.memsz;
   }
   const off = align(img.size, 16);
-  const end = place(l, off, <u64>n * ent);
+  // Prefer growing the table in place (what strip and objcopy expect), moving what is in its way.
+  let blocks = planPhdrRoom(elf, l.strBytes > 0);
+  let moved: u64 = 0;
+  if (blocks !== null) for (let i = 0; i < blocks.length; i++) moved += unchecked(blocks![i]).size;
+  // Moving big tables (a large .dynsym) costs more than it saves: then the table itself moves.
+  if (moved > MAX_MOVED) blocks = null;
+  let end: u64;
+  if (blocks !== null) {
+    l.movedBytes = moved;
+    let at = off;
+    for (let i = 0; i < blocks.length; i++) {
+      const b = unchecked(blocks[i]);
+      at = align(at, b.align);
+      b.newOff = at;
+      at += b.size;
+    }
+    end = place(l, align(at, 8), 0);
+    l.blocks = blocks;
+  } else {
+    end = place(l, off, <u64>n * ent);
+  }
   // The lowest address above every segment that is congruent to the offset modulo maxAlign.
   // A gap of the largest symbol size keeps eu-elflint from reading "relocation offset + symbol
   // size" as reaching into the new read-only segment (it costs address space, not file bytes).

@@ -4,7 +4,10 @@
  * headers, section headers and ELF header fields (`writeLayout`). Old copies of moved tables stay
  * in the file untouched (nothing that is still referenced is ever overwritten).
  */
-import { DT_STRSZ, DT_STRTAB, PT_LOAD, STT_SECTION } from "../elf/constants";
+import {
+  DT_GNU_HASH, DT_HASH, DT_STRSZ, DT_STRTAB, DT_SYMTAB, DT_VERDEF, DT_VERNEED, DT_VERSYM, PT_GNU_PROPERTY, PT_INTERP, PT_LOAD,
+  PT_NOTE, SHT_DYNSYM, SHT_GNU_HASH, SHT_GNU_VERDEF, SHT_GNU_VERNEED, SHT_GNU_VERSYM, SHT_HASH, STT_SECTION,
+} from "../elf/constants";
 import { Elf, Segment } from "../parse/model";
 import { addrIn, Layout, phdrIndex, Strategy } from "../plan/layout";
 import { Plan } from "../plan/state";
@@ -58,7 +61,56 @@ export function applyLayout(elf: Elf, p: Plan, l: Layout): void {
     if (elf.interpIndex >= at) elf.interpIndex++;
     const ph = phdrIndex(elf);
     const bytes = <u64>elf.segments.length * (elf.img.is64 ? 56 : 32);
-    if (ph >= 0) moveSegment(unchecked(elf.segments[ph]), l.phdrOff, addrIn(l, l.phdrOff), bytes);
+    if (ph >= 0) {
+      const s = unchecked(elf.segments[ph]);
+      if (l.phdrOff != 0) moveSegment(s, l.phdrOff, addrIn(l, l.phdrOff), bytes);
+      else {
+        s.filesz = bytes;
+        s.memsz = bytes;
+      }
+    }
+  }
+  if (l.blocks !== null) moveBlocks(elf, p, l);
+}
+
+/** The dynamic tag that holds the address of a section of this type, or 0. */
+function tagFor(type: u32): u64 {
+  if (type == SHT_GNU_HASH) return DT_GNU_HASH;
+  if (type == SHT_HASH) return DT_HASH;
+  if (type == SHT_DYNSYM) return DT_SYMTAB;
+  if (type == SHT_GNU_VERSYM) return DT_VERSYM;
+  if (type == SHT_GNU_VERDEF) return DT_VERDEF;
+  if (type == SHT_GNU_VERNEED) return DT_VERNEED;
+  return 0;
+}
+
+/** Points every reference to the sections of moved blocks at their new place. */
+function moveBlocks(elf: Elf, p: Plan, l: Layout): void {
+  const blocks = l.blocks!;
+  for (let k = 0; k < blocks.length; k++) {
+    const b = unchecked(blocks[k]);
+    for (let i = 0; i < b.sections.length; i++) {
+      const s = unchecked(b.sections[i]);
+      const off = b.newOff + (s.off - b.off);
+      const addr = addrIn(l, off);
+      const tag = tagFor(s.type);
+      if (tag != 0) {
+        const j = p.indexOf(tag);
+        if (j >= 0 && unchecked(p.dyn[j]).val == s.addr) setTag(p, tag, addr);
+      }
+      writeSection(elf, s.hdr, off, addr, s.size);
+      relocateSymbols(elf, s.index, s.addr, addr);
+    }
+    for (let i = 0; i < elf.segments.length; i++) {
+      const g = unchecked(elf.segments[i]);
+      const kept = g.type == PT_NOTE || g.type == PT_GNU_PROPERTY || g.type == PT_INTERP;
+      if (kept && g.filesz > 0 && g.off >= b.off && g.off + g.filesz <= b.off + b.size) {
+        const off = b.newOff + (g.off - b.off);
+        g.off = off;
+        g.vaddr = addrIn(l, off);
+        g.paddr = g.vaddr;
+      }
+    }
   }
 }
 
@@ -116,32 +168,52 @@ export function writeLayout(elf: Elf, p: Plan, l: Layout): void {
     writeSection(elf, elf.interpShdrOff, l.interpOff, addrIn(l, l.interpOff), l.interpBytes);
   }
   if (l.dynBytes) writeSection(elf, elf.dynamicShdrOff, l.dynOff, p.dynVaddr, l.dynBytes);
-  if (l.strBytes) moveSectionSymbols(elf, elf.dynstrShIndex, addrIn(l, l.strOff));
+  if (l.strBytes) relocateSymbols(elf, elf.dynstrShIndex, elf.dynVal(DT_STRTAB, 0), addrIn(l, l.strOff));
   if (l.dynBytes) {
-    moveSectionSymbols(elf, elf.dynamicShIndex, p.dynVaddr);
-    moveDynamicSymbol(elf, elf.dynsymOff, elf.dynsymCount, p.origDynVaddr, p.dynVaddr);
-    moveDynamicSymbol(elf, elf.symtabOff, elf.symtabCount, p.origDynVaddr, p.dynVaddr);
+    relocateSymbols(elf, elf.dynamicShIndex, p.origDynVaddr, p.dynVaddr);
+    // Without section headers `_DYNAMIC` is found by its address alone.
+    if (elf.dynamicShIndex == 0) moveDynamicSymbol(elf, elf.dynsymOff, elf.dynsymCount, p.origDynVaddr, p.dynVaddr);
   }
-  if (l.interpBytes) moveSectionSymbols(elf, elf.interpShIndex, addrIn(l, l.interpOff));
+  if (l.interpBytes) relocateSymbols(elf, elf.interpShIndex, elf.interpAddr, addrIn(l, l.interpOff));
+  const blocks = l.blocks;
+  if (blocks !== null) {
+    for (let k = 0; k < blocks.length; k++) {
+      const b = unchecked(blocks[k]);
+      const src = img.at(b.off, b.size);
+      const dst = src ? img.atw(b.newOff, b.size) : 0;
+      if (dst) memory.copy(dst, img.at(b.off, b.size), <usize>b.size); // re-read: atw may have copied the chunk
+    }
+  }
   const ent: u64 = img.is64 ? 56 : 32;
-  const base = l.seg !== null ? l.phdrOff : elf.phoff;
+  const base = l.seg !== null && l.phdrOff != 0 ? l.phdrOff : elf.phoff;
   for (let i = 0, n = elf.segments.length; i < n; i++) writeSegment(elf, base + <u64>i * ent, unchecked(elf.segments[i]));
   if (l.seg !== null) {
-    img.putWord(img.is64 ? 32 : 28, l.phdrOff);
+    if (l.phdrOff != 0) img.putWord(img.is64 ? 32 : 28, l.phdrOff);
     img.put16(img.is64 ? 56 : 44, <u32>elf.segments.length);
   }
 }
 
-/** Keeps `.symtab` section symbols (`STT_SECTION`) of a moved section at the section's address. */
-function moveSectionSymbols(elf: Elf, index: u32, addr: u64): void {
-  if (index == 0 || elf.symtabHead == 0) return;
+/**
+ * Moves every symbol defined in section `index` (its section symbol, `_DYNAMIC`, `__abi_tag`...)
+ * with the section, in `.dynsym` and `.symtab`. Reading all of `.symtab` may need bytes the parse
+ * did not load: the image then records a need and the host plans again with them.
+ */
+function relocateSymbols(elf: Elf, index: u32, oldAddr: u64, newAddr: u64): void {
+  if (index == 0 || oldAddr == newAddr) return;
+  relocateIn(elf, elf.dynsymOff, elf.dynsymCount, index, newAddr - oldAddr);
+  relocateIn(elf, elf.symtabOff, elf.symtabCount, index, newAddr - oldAddr);
+}
+
+function relocateIn(elf: Elf, off: u64, count: u64, index: u32, delta: u64): void {
+  if (count == 0) return;
   const img = elf.img;
   const ent: u64 = img.is64 ? 24 : 16;
-  for (let i: u64 = 0; i < elf.symtabHead; i++) {
-    const o = elf.symtabOff + i * ent;
-    const info = img.u8(o + (img.is64 ? 4 : 12));
-    const shndx = img.u16(o + (img.is64 ? 6 : 14));
-    if ((info & 0xf) == STT_SECTION && shndx == index) img.putWord(o + (img.is64 ? 8 : 4), addr);
+  if (!img.at(off, count * ent)) return;
+  for (let i: u64 = 1; i < count; i++) {
+    const o = off + i * ent;
+    if (img.u16(o + (img.is64 ? 6 : 14)) != index) continue;
+    const valueOff = o + (img.is64 ? 8 : 4);
+    img.putWord(valueOff, img.word(valueOff) + delta);
   }
 }
 

@@ -44,6 +44,8 @@ export interface FileRecord {
   /** How the edits fit; null when nothing changes. */
   strategy: Strategy | null;
   bytesAdded: number;
+  /** Of those, bytes of sections moved out of the way of the program header table. */
+  movedBytes?: number;
   /** Byte ranges written. */
   edits: number;
   /** How the file was written: a renamed copy, or its own inode (in place). */
@@ -121,6 +123,7 @@ export function planOne(
     rec.changed = true;
     rec.strategy = plan.strategy;
     rec.bytesAdded = plan.newSize - plan.before.size;
+    if (plan.movedBytes) rec.movedBytes = plan.movedBytes;
     if (spec.dryRun) {
       rec.status = "would-patch";
       return { rec, plan: null, links };

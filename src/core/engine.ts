@@ -28,6 +28,7 @@ interface CoreExports {
   plan(reqLen: number, allowGrowth: number): number;
   newSize(): number;
   strategy(): number;
+  movedBytes(): number;
   editsPtr(): number;
   editsLen(): number;
 }
@@ -68,6 +69,8 @@ export interface PlannedEdits {
   edits: Edit[];
   newSize: number;
   strategy: Strategy;
+  /** Bytes of sections moved out of the way of a growing program header table (part of bytes added). */
+  movedBytes: number;
 }
 
 /** The first read of every file: covers the headers (and all tables of a small library) at once. */
@@ -174,6 +177,7 @@ export class CoreEngine {
         edits: decodeEdits(new Uint8Array(core.memory.buffer, core.editsPtr(), core.editsLen())),
         newSize: core.newSize(),
         strategy: STRATEGIES[core.strategy()] ?? "in-place",
+        movedBytes: core.movedBytes(),
       }));
     }
   }

@@ -106,4 +106,6 @@ export interface PlanResult {
   /** The size of the file after the edits (equal to the old size unless it grows). */
   newSize: number;
   strategy: Strategy;
+  /** Bytes of sections moved out of the way of a growing program header table (part of the growth). */
+  movedBytes: number;
 }
