@@ -1,18 +1,18 @@
 /**
  * `npm start`: builds a small venv-like demo tree in a temp dir (C sources from fixtures/src
- * compiled with gcc, plus copies of system libraries), runs the patcher over it twice (the second
- * run must change nothing) and prints the report. The temp dir is removed afterwards.
+ * compiled with gcc, plus copies of system libraries), then runs the batch patcher with the seed
+ * recipe twice — force DT_RPATH, add a Nix-profile-like lib dir, shrink to `$ORIGIN` and the
+ * profile — and prints what it did. The second run must change nothing. The temp dir is removed.
  */
 import { execFileSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { inspectFile, isFileError, patchFile } from "../index.js";
-import type { EditRequest } from "../core/types.js";
-
-const root = findRoot();
-const src = join(root, "fixtures", "src");
+import { runBatch } from "../batch/run.js";
+import type { BatchSpec } from "../batch/process-file.js";
+import { defaultJobs } from "../pool/pool.js";
+import { renderSummary } from "./render.js";
 
 function findRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -29,63 +29,61 @@ function gcc(args: string[]): boolean {
   }
 }
 
-/** Lays out site-packages/demo/{_ext.so, libz.so.1} and site-packages/demo.libs/libdep.so. */
-function buildTree(dir: string): string[] {
+/**
+ * site-packages/demo/{_ext.so, _native.so, libz.so.1}, site-packages/demo.libs/libdep.so and a
+ * profile dir nix/profile/lib holding libdep.so.1 (what the profile "provides").
+ */
+function buildTree(dir: string): { profileRoot: string; profile: string } {
+  const src = join(findRoot(), "fixtures", "src");
   const pkg = join(dir, "site-packages", "demo");
   const libs = join(dir, "site-packages", "demo.libs");
-  mkdirSync(pkg, { recursive: true });
-  mkdirSync(libs, { recursive: true });
+  const profileRoot = join(dir, "nix", "profile");
+  const profile = join(profileRoot, "lib");
+  for (const d of [pkg, libs, profile]) mkdirSync(d, { recursive: true });
   const placeholder = "/build/placeholder/rpath/left/by/the/wheel/builder";
   const built =
     gcc(["-shared", "-fPIC", "-o", join(libs, "libdep.so"), "-Wl,-soname,libdep.so", join(src, "dep.c")]) &&
+    gcc(["-shared", "-fPIC", "-o", join(profile, "libextra.so"), "-Wl,-soname,libextra.so", join(src, "extra.c")]) &&
     gcc(["-shared", "-fPIC", "-o", join(pkg, "_ext.so"), join(src, "main.c"), join(libs, "libdep.so"),
-      "-Wl,--enable-new-dtags", `-Wl,-rpath,${placeholder}:$ORIGIN/../demo.libs`]);
+      "-Wl,--enable-new-dtags", `-Wl,-rpath,${placeholder}:$ORIGIN/../demo.libs`]) &&
+    gcc(["-shared", "-fPIC", "-o", join(pkg, "_native.so"), join(src, "main.c"), "-Wl,--no-as-needed", join(libs, "libdep.so"),
+      join(profile, "libextra.so"), "-Wl,--enable-new-dtags", "-Wl,-rpath,$ORIGIN/../demo.libs"]);
   if (!built) console.log("(gcc not found: the demo tree holds copies of system libraries only)");
   for (const lib of ["libz.so.1", "libdl.so.2"]) {
     const from = join("/usr/lib/x86_64-linux-gnu", lib);
     if (existsSync(from)) copyFileSync(from, join(pkg, lib));
   }
-  return walk(dir);
+  if (existsSync(join(pkg, "libz.so.1"))) symlinkSync("libz.so.1", join(pkg, "libz.so"));
+  return { profileRoot, profile };
 }
 
-function walk(dir: string): string[] {
-  return readdirSync(dir).sort().flatMap((name) => {
-    const p = join(dir, name);
-    return statSync(p).isDirectory() ? walk(p) : [p];
-  });
-}
-
-function run(files: string[], base: string, req: EditRequest): void {
-  for (const f of files) {
-    const r = patchFile(f, req);
-    const name = relative(base, f);
-    if (isFileError(r)) console.log(`  ${name}: ${r.error.code} (${r.error.message})`);
-    else if (!r.changed) console.log(`  ${name}: unchanged`);
-    else console.log(`  ${name}: patched, rpath ${JSON.stringify(r.after?.rpath)}, flags_1 [${r.after?.flags1.join(" ")}]`);
-  }
-}
-
-const dir = mkdtempSync(join(tmpdir(), "elfpatch-demo-"));
-try {
-  const files = buildTree(dir);
-  console.log(`Demo tree: ${dir}`);
-  for (const f of files) {
-    const i = inspectFile(f);
-    if (!isFileError(i)) {
-      console.log(`  ${relative(dir, f)}: ELF${i.class} ${i.type} needs [${i.needed.join(", ")}]` +
-        (i.runpath !== null ? ` runpath ${JSON.stringify(i.runpath)}` : "") + (i.rpath !== null ? ` rpath ${JSON.stringify(i.rpath)}` : ""));
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "elfpatch-demo-"));
+  try {
+    const { profileRoot, profile } = buildTree(dir);
+    const tree = join(dir, "site-packages");
+    const spec: BatchSpec = {
+      req: {},
+      rpath: { force: true, add: [profile], shrink: true, allowedPrefixes: ["$ORIGIN", profileRoot] },
+    };
+    const rel = (p: string): string => relative(dir, p);
+    console.log(`Demo venv: ${dir}`);
+    console.log(`elfpatch patch --force-rpath --add-rpath ${rel(profile)} --shrink-rpath \\`);
+    console.log(`    --allowed-rpath-prefixes '$ORIGIN:${rel(profileRoot)}' site-packages\n`);
+    for (const round of [1, 2]) {
+      const { records, summary } = await runBatch([tree], spec, { jobs: defaultJobs() });
+      console.log(round === 1 ? "First run:" : "\nSecond run (the fixed point: nothing to do):");
+      for (const r of records) {
+        const what = r.status === "skipped" ? `skipped (${r.skipReason})` : r.status === "failed" ? `failed: ${r.error?.code}` :
+          r.status === "unchanged" ? "unchanged" : `patched (${r.strategy}${r.bytesAdded ? `, +${r.bytesAdded} bytes` : ""})`;
+        const rp = r.after?.rpath ?? r.after?.runpath;
+        console.log(`  ${rel(r.path)}: ${what}${rp !== undefined && rp !== null ? `  rpath=${JSON.stringify(rp.replaceAll(dir, "<demo>"))}` : ""}`);
+      }
+      console.log(`  ${renderSummary(summary)}`);
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
-  const req: EditRequest = { setRpath: "$ORIGIN/../demo.libs", rpathTag: "rpath" };
-  const ext = files.filter((f) => f.endsWith("_ext.so"));
-  console.log("\nelfpatch patch --force-rpath --set-rpath '$ORIGIN/../demo.libs' (extension modules):");
-  run(ext, dir, req);
-  console.log("\nSame command again (must change nothing):");
-  run(ext, dir, req);
-  console.log("\nelfpatch patch --no-default-lib (every ELF file):");
-  run(files, dir, { noDefaultLib: true });
-  console.log("\nSame command again:");
-  run(files, dir, { noDefaultLib: true });
-} finally {
-  rmSync(dir, { recursive: true, force: true });
 }
+
+await main();
