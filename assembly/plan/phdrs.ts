@@ -51,8 +51,11 @@ function blockHas(blocks: Block[], off: u64): bool {
   return false;
 }
 
-/** The blocks to move so the table can take one more entry in place, or null. `dynstrMoving`: the layout moves `.dynstr`. */
-export function planPhdrRoom(elf: Elf, dynstrMoving: bool): Block[] | null {
+/**
+ * The blocks to move so the table can take one more entry in place, or null. `dynstrMoving` and
+ * `interpMoving`: the layout moves `.dynstr` / the interpreter anyway.
+ */
+export function planPhdrRoom(elf: Elf, dynstrMoving: bool, interpMoving: bool): Block[] | null {
   if (!elf.shdrsLoaded || elf.phoff == 0) return null;
   const ent: u64 = elf.img.is64 ? 56 : 32;
   const start = elf.phoff + <u64>elf.segments.length * ent;
@@ -75,7 +78,8 @@ export function planPhdrRoom(elf: Elf, dynstrMoving: bool): Block[] | null {
     const s = unchecked(elf.sections[i]);
     if (s.type == 0 || s.type == SHT_NOBITS || s.size == 0 || s.off >= end || s.off + s.size <= start) continue;
     if (s.off < start || !movable(elf, s, dynstrMoving)) return null;
-    if (s.index == elf.dynstrShIndex || blockHas(blocks, s.off)) continue; // moved by the layout, or already in a block
+    // Moved by the layout anyway, or already in a block.
+    if (s.index == elf.dynstrShIndex || (interpMoving && isInterp(elf, s)) || blockHas(blocks, s.off)) continue;
     let b: Block;
     if (s.type == SHT_NOTE) {
       const g = noteSegment(elf, s);

@@ -61,6 +61,11 @@ const REGRESSIONS: { seed: number; what: string }[] = [
   { seed: 0x287de505, what: "gold C PIE prog: set-interpreter to a longer path (new-segment); stripped program SIGSEGV" },
   { seed: 0x2918bca7, what: "lld C no-pie prog: set-rpath-long 265B (new-segment); stripped program SIGSEGV" },
   { seed: 0x6d96faf2, what: "mold C++ no-pie prog: set-rpath-long 61B (new-segment); stripped program SIGSEGV" },
+  // A longer interpreter with .interp right after the program header table: .interp was moved
+  // twice (as a section in the table's way, and as the new interpreter), so its section symbol
+  // was shifted twice ("st_value out of bounds"). Found by a 200-case run (base seed 0x777).
+  { seed: 0x4467ce3e, what: "mold C++ PIE prog: set-interpreter-long (new-segment); .symtab section symbol of .interp out of bounds" },
+  { seed: 0xa7dd5c92, what: "mold C no-pie prog: set-interpreter-long after libprop growth; .symtab section symbol out of bounds" },
 ];
 
 // ---- configuration -------------------------------------------------------------------------------
