@@ -168,10 +168,14 @@ export function recoverJournal(journal: string): { files: string[]; outcome: Rec
       parsed = null;
     }
   }
-  if (!parsed || parsed.version !== 2) {
+  if (!parsed) {
     // Never completed (it is renamed into place before any edit), so no file was touched.
     unlinkSync(journal);
     return { files: [], outcome: "discarded" };
+  }
+  if (parsed.version !== 2) {
+    // Complete but of a format this version cannot apply: keep it, and say so.
+    throw new ElfPatchError(ErrorCode.IO_WRITE, "Undo journal of an unsupported version; can't roll back");
   }
   const dir = dirname(journal);
   const files = parsed.files.map((f) => rollBack(dir, f));

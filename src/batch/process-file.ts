@@ -143,8 +143,16 @@ function verifier(engine: CoreEngine, p: PlannedFile, keepInfo: boolean): (fd: n
   };
 }
 
+/**
+ * Whether the file's own inode is edited: with --in-place, unless other links to it lie outside
+ * the batch and the hard-link mode is `break` (a uv cache must keep its bytes); and with
+ * `--hardlinks preserve` for hard-linked files.
+ */
 function writesInPlace(spec: BatchSpec, p: PlannedFile): boolean {
-  return spec.write === "in-place" || (spec.hardlinks === "preserve" && (p.rec.links ?? 1) > 1);
+  const nlink = p.rec.links ?? 1;
+  const allLinksInBatch = nlink <= 1 + p.links.length;
+  if (spec.hardlinks === "preserve" && nlink > 1) return true;
+  return spec.write === "in-place" && allLinksInBatch;
 }
 
 /** Writes a planned file as a new copy renamed over the original; relinks in-batch hard links. */

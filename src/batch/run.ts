@@ -73,7 +73,9 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
   for (const e of found.errors) {
     records.push({ type: "file", path: e.path, status: "failed", changed: false, strategy: null, bytesAdded: 0, edits: 0, error: e.error });
   }
-  for (const s of found.skipped) if (s.reason !== "not-elf" && s.reason !== "not-regular") records.push(skippedRecord(s));
+  for (const s of found.skipped) {
+    if (s.reason !== "not-elf" && s.reason !== "not-regular" && s.reason !== "symlink-dangling") records.push(skippedRecord(s));
+  }
   const total = found.files.reduce((a, f) => a + f.size, 0);
   opts.onStart?.(found.files.length, total);
   const onFile = opts.onFile ?? (() => {});

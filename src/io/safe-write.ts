@@ -6,7 +6,8 @@
  * the old inode keep the old bytes (uv's cache stays intact).
  */
 import {
-  closeSync, constants, copyFileSync, fchownSync, fstatSync, fsyncSync, linkSync, openSync, renameSync, unlinkSync, writeSync,
+  chmodSync, closeSync, constants, copyFileSync, fchmodSync, fchownSync, fstatSync, fsyncSync, linkSync, openSync, renameSync,
+  unlinkSync, writeSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { threadId } from "node:worker_threads";
@@ -37,6 +38,8 @@ export function writeEditsAtomically(
   try {
     const st = fstatOf(target);
     copyFileSync(target, tmp, constants.COPYFILE_FICLONE);
+    // The copy has the original's mode; a read-only file must still be writable to us while we edit it.
+    chmodSync(tmp, (st.mode & 0o7777) | 0o200);
     fd = openSync(tmp, "r+");
     for (const e of edits) {
       let done = 0;
@@ -50,6 +53,8 @@ export function writeEditsAtomically(
         // Not permitted for an unprivileged user; the file then belongs to the user running elfpatch.
       }
     }
+    // After the chown, which clears setuid/setgid: the original mode, bits included.
+    fchmodSync(fd, st.mode & 0o7777);
     fsyncSync(fd);
     verify(fd);
     closeSync(fd);
@@ -82,11 +87,11 @@ export function relinkAtomically(source: string, other: string): void {
   syncDir(dirname(other));
 }
 
-function fstatOf(path: string): { uid: number; gid: number } {
+function fstatOf(path: string): { uid: number; gid: number; mode: number } {
   const fd = openSync(path, "r");
   try {
     const st = fstatSync(fd);
-    return { uid: st.uid, gid: st.gid };
+    return { uid: st.uid, gid: st.gid, mode: st.mode };
   } finally {
     closeSync(fd);
   }

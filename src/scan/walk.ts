@@ -6,7 +6,7 @@
  * `followSymlinks`). Directory listings are read once; non-ELF files cost one small read.
  */
 import { closeSync, lstatSync, openSync, readdirSync, readSync, realpathSync, statSync, type Stats } from "node:fs";
-import { join, relative, resolve, sep } from "node:path";
+import { basename, join, relative, resolve, sep } from "node:path";
 import picomatch from "picomatch";
 import { toErrorRecord, type ErrorRecord } from "../errors.js";
 import { UNDO_SUFFIX } from "../batch/journal.js";
@@ -31,7 +31,7 @@ export interface ScannedFile {
 
 export interface SkippedFile {
   path: string;
-  reason: "not-elf" | "duplicate" | "symlink" | "symlink-outside" | "excluded" | "not-regular";
+  reason: "not-elf" | "duplicate" | "symlink" | "symlink-outside" | "symlink-dangling" | "excluded" | "not-regular";
   /** For duplicates: the path that is handled instead. */
   of?: string;
 }
@@ -62,10 +62,14 @@ export function isElf(path: string): boolean {
   }
 }
 
+/** Patterns with a `/` match the path relative to the root; the others match the base name. */
 function matcher(globs: string[] | undefined): ((rel: string) => boolean) | null {
   if (!globs?.length) return null;
-  const m = picomatch(globs, { dot: true, basename: true });
-  return (rel) => m(rel);
+  const withSlash = globs.filter((g) => g.includes("/"));
+  const plain = globs.filter((g) => !g.includes("/"));
+  const byPath = withSlash.length ? picomatch(withSlash, { dot: true }) : null;
+  const byName = plain.length ? picomatch(plain, { dot: true }) : null;
+  return (rel) => (byPath !== null && byPath(rel)) || (byName !== null && byName(basename(rel)));
 }
 
 export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
@@ -86,10 +90,10 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
 
   const consider = (path: string, st: Stats, rel: string): void => {
     if (!st.isFile()) return void res.skipped.push({ path, reason: "not-regular" });
-    if ((include && !include(rel)) || (exclude && exclude(rel))) return void res.skipped.push({ path, reason: "excluded" });
     const key = `${st.dev}:${st.ino}`;
     const first = seen.get(key);
     if (first !== undefined) {
+      if (first.path === path) return; // the same path reached through two overlapping roots
       // Another hard link to a file already in the batch: patched once, relinked here afterwards.
       (first.links ??= []).push(path);
       return void res.skipped.push({ path, reason: "duplicate", of: first.path });
@@ -101,6 +105,7 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
       return void res.errors.push({ path, error: toErrorRecord(err) });
     }
     if (!elf) return void res.skipped.push({ path, reason: "not-elf" });
+    if ((include && !include(rel)) || (exclude && exclude(rel))) return void res.skipped.push({ path, reason: "excluded" });
     const file: ScannedFile = { path, size: st.size, dev: st.dev, ino: st.ino, nlink: st.nlink };
     seen.set(key, file);
     res.files.push(file);
@@ -136,7 +141,13 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
       try {
         if (e.isSymbolicLink()) {
           // A symlink is never replaced by a file: its target is what gets patched.
-          const target = realpathSync(path);
+          let target: string;
+          try {
+            target = realpathSync(path);
+          } catch {
+            res.skipped.push({ path, reason: "symlink-dangling" });
+            continue;
+          }
           const st = statSync(target);
           if (insideBatch(target)) {
             // The target is walked as part of the batch anyway.

@@ -1,6 +1,6 @@
 /** `elfpatch recover PATH...`: rolls back files an interrupted `--in-place` run left half-edited. */
 import { Command } from "commander";
-import { statSync } from "node:fs";
+import { statSync, unlinkSync } from "node:fs";
 import { recoverJournal, UNDO_SUFFIX } from "../../batch/journal.js";
 import { toErrorRecord } from "../../errors.js";
 import { scan } from "../../scan/walk.js";
@@ -14,8 +14,15 @@ export function recoverCommand(io: CliIo): Command {
       const journals: string[] = [];
       for (const p of paths) {
         try {
-          if (statSync(p).isDirectory()) journals.push(...scan([p]).journals);
-          else journals.push(p);
+          if (statSync(p).isDirectory()) {
+            const found = scan([p]);
+            journals.push(...found.journals);
+            // Temp files of an interrupted run (a journal being written, a copy being made) are ours.
+            for (const t of found.staleTemps) {
+              unlinkSync(t);
+              io.out(`${t}: removed an interrupted run's temp file`);
+            }
+          } else journals.push(p);
         } catch (err) {
           io.err(`${p}: error ${toErrorRecord(err).code}`);
           io.setExitCode(1);
