@@ -153,6 +153,12 @@ function parseAll(e: Elf, flags: u32): void {
   if (flags & ParseFlag.Refs) parseSymbolRefs(e);
 }
 
+function countTag(e: Elf, tag: u64): i32 {
+  let n = 0;
+  for (let i = 0, m = e.dyn.length; i < m; i++) if (unchecked(e.dyn[i]).tag == tag) n++;
+  return n;
+}
+
 function strRecord(out: Out, e: Elf, kind: i32, idx: u64): void {
   const n = e.strLen(idx);
   if (n >= 0) out.str(kind, e.strPtr(idx), <usize>n);
@@ -172,6 +178,9 @@ function describe(e: Elf): Out {
   out.num(InfoKind.StrSize, <f64>e.strSize);
   out.num(InfoKind.DynSize, e.dynIndex >= 0 ? <f64>unchecked(e.segments[e.dynIndex]).filesz : 0);
   out.num(InfoKind.PhdrCount, e.segments.length);
+  out.num(InfoKind.RpathCount, countTag(e, DT_RPATH));
+  out.num(InfoKind.RunpathCount, countTag(e, DT_RUNPATH));
+  out.num(InfoKind.SonameCount, countTag(e, DT_SONAME));
   if (e.hasTag(DT_FLAGS)) out.num(InfoKind.Flags, <f64>e.dynVal(DT_FLAGS, 0));
   if (e.hasTag(DT_FLAGS_1)) out.num(InfoKind.Flags1, <f64>e.dynVal(DT_FLAGS_1, 0));
   if (e.interpIndex >= 0) {

@@ -10,7 +10,8 @@ export function decodeInfo(path: string, size: number, mem: Uint8Array): ElfInfo
   const info: ElfInfo = {
     path, class: 64, endian: "little", machine: { number: 0, name: "" }, type: "", osabi: { number: 0, name: "" },
     interpreter: null, soname: null, needed: [], rpath: null, runpath: null, flags: [], flags1: [],
-    hasDynamic: false, spareDynamicSlots: 0, dynstrSize: 0, dynamicSize: 0, programHeaders: 0, versionNeeds: {}, versionDefs: [], hasSectionHeaders: false, size,
+    hasDynamic: false, spareDynamicSlots: 0, dynstrSize: 0, dynamicSize: 0, programHeaders: 0,
+    tagCounts: { rpath: 0, runpath: 0, soname: 0 }, versionNeeds: {}, versionDefs: [], hasSectionHeaders: false, size,
   };
   let lastFile: string[] | null = null;
   for (let at = 0; at + 5 <= mem.length; ) {
@@ -31,6 +32,9 @@ export function decodeInfo(path: string, size: number, mem: Uint8Array): ElfInfo
       case InfoKind.StrSize: info.dynstrSize = num; break;
       case InfoKind.DynSize: info.dynamicSize = num; break;
       case InfoKind.PhdrCount: info.programHeaders = num; break;
+      case InfoKind.RpathCount: info.tagCounts.rpath = num; break;
+      case InfoKind.RunpathCount: info.tagCounts.runpath = num; break;
+      case InfoKind.SonameCount: info.tagCounts.soname = num; break;
       case InfoKind.Flags: info.flags = flagsNames(num); break;
       case InfoKind.Flags1: info.flags1 = flags1Names(num); break;
       case InfoKind.Interpreter: info.interpreter = str(); break;

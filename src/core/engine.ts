@@ -10,7 +10,7 @@ import { ParseFlag } from "../shared/abi.js";
 import { Status } from "../shared/status.js";
 import { decodeInfo } from "./decode.js";
 import { coreModule, type CoreFlavor } from "./module.js";
-import { encodeRequest } from "./request.js";
+import { encodeRequest, isNoopFor } from "./request.js";
 import type { Edit, EditRequest, ElfInfo, Strategy } from "./types.js";
 
 const STRATEGIES: Strategy[] = ["in-place", "slack", "tail", "new-segment"];
@@ -74,7 +74,7 @@ export interface PlannedEdits {
 }
 
 /** The first read of every file: covers the headers (and all tables of a small library) at once. */
-const PREFIX = 32 * 1024;
+const PREFIX = 16 * 1024;
 /** A parse needing more rounds than this is a core bug, not a property of the file. */
 const MAX_ROUNDS = 64;
 
@@ -145,6 +145,8 @@ export class CoreEngine {
   /**
    * Plans `req`: the info before, the byte-exact edits (empty for a no-op), the new size and how
    * the edits fit. With `grow: false`, an edit that does not fit in place fails (ELF_NO_ROOM).
+   * A light parse comes first: a request that changes nothing is answered without reading the
+   * symbol tables or running the planner (what makes re-runs cheap).
    */
   plan(
     src: ByteSource,
@@ -152,10 +154,14 @@ export class CoreEngine {
     req: EditRequest | ((before: ElfInfo) => EditRequest),
     grow = true,
   ): PlannedEdits {
-    let r = this.parse(src, path, ParseFlag.Refs);
+    const light = this.parse(src, path, 0);
+    if (!light.info) throw statusError(light.status);
+    const before = light.info;
+    const request = typeof req === "function" ? req(before) : req;
+    if (isNoopFor(request, before)) return { before, edits: [], newSize: before.size, strategy: "in-place", movedBytes: 0 };
+    let r = this.parse(src, path, ParseFlag.Refs, false);
     if (!r.info) throw statusError(r.status);
-    const before = r.info;
-    const blob = encodeRequest(typeof req === "function" ? req(before) : req);
+    const blob = encodeRequest(request);
     for (let round = 0; ; round++) {
       const status = this.guarded((core) => {
         const ptr = core.requestAlloc(blob.length);

@@ -1,6 +1,6 @@
 /** Encodes an EditRequest into the core's request blob (`src/shared/abi.ts`, EditOp). */
 import { EditOp } from "../shared/abi.js";
-import type { EditRequest } from "./types.js";
+import type { EditRequest, ElfInfo } from "./types.js";
 
 const utf8 = new TextEncoder();
 
@@ -48,4 +48,25 @@ export function encodeRequest(req: EditRequest): Uint8Array {
 /** Whether the request asks for anything at all. */
 export function isEmptyRequest(req: EditRequest): boolean {
   return encodeRequest(req).length === 0;
+}
+
+/**
+ * Whether `req` would leave a file with this info unchanged, judged from the parsed dynamic info
+ * alone, exactly as the core's planner decides (it then plans no edit). Lets a re-run skip the
+ * symbol tables and the planner for files that are already right.
+ */
+export function isNoopFor(req: EditRequest, info: ElfInfo): boolean {
+  const c = info.tagCounts;
+  if (req.interpreter !== undefined && req.interpreter !== info.interpreter) return false;
+  if (req.soname !== undefined && (c.soname !== 1 || info.soname !== req.soname)) return false;
+  if (req.setRpath !== undefined) {
+    const asRpath = req.rpathTag === "rpath";
+    const [mine, other, value] = asRpath ? [c.rpath, c.runpath, info.rpath] : [c.runpath, c.rpath, info.runpath];
+    if (mine !== 1 || other !== 0 || value !== req.setRpath) return false;
+  } else if (req.removeRpath && (c.rpath !== 0 || c.runpath !== 0)) return false;
+  for (const n of req.removeNeeded ?? []) if (info.needed.includes(n) || Object.hasOwn(info.versionNeeds, n)) return false;
+  for (const [o, n] of req.replaceNeeded ?? []) if (o !== n && info.needed.includes(o)) return false;
+  for (const n of req.addNeeded ?? []) if (!info.needed.includes(n)) return false;
+  if (req.noDefaultLib && !info.flags1.includes("NODEFLIB")) return false;
+  return true;
 }

@@ -41,6 +41,8 @@ export interface ElfInfo {
   dynamicSize: number;
   /** Number of program headers. */
   programHeaders: number;
+  /** Number of `DT_RPATH`, `DT_RUNPATH` and `DT_SONAME` entries (more than one is possible, rarely). */
+  tagCounts: { rpath: number; runpath: number; soname: number };
   /** Symbol version needs (`DT_VERNEED`): file name -> version names, both in table order. */
   versionNeeds: Record<string, string[]>;
   /** Symbol version definitions (`DT_VERDEF`): the first name of each entry, in table order. */

@@ -32,6 +32,10 @@ export enum InfoKind {
   DynSize = 20,
   /** Number of program headers. */
   PhdrCount = 21,
+  /** How many `DT_RPATH`, `DT_RUNPATH` and `DT_SONAME` entries there are (duplicates are possible). */
+  RpathCount = 22,
+  RunpathCount = 23,
+  SonameCount = 24,
 }
 
 /**
