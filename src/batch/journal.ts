@@ -11,12 +11,13 @@
 import { createHash } from "node:crypto";
 import {
   closeSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, openSync, readFileSync, readSync, renameSync, unlinkSync,
-  writeFileSync, writeSync,
+  writeFileSync,
 } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { threadId } from "node:worker_threads";
 import { ElfPatchError, ErrorCode, toErrorRecord, type ErrorRecord } from "../errors.js";
 import type { Edit } from "../core/types.js";
+import { syncDir, writeFully } from "../io/safe-write.js";
 
 export const UNDO_SUFFIX = ".elfpatch-undo";
 
@@ -46,22 +47,6 @@ function digest(body: string): string {
   return createHash("sha256").update(body).digest("hex");
 }
 
-function syncDir(dir: string): void {
-  let fd = -1;
-  try {
-    fd = openSync(dir, "r");
-    fsyncSync(fd);
-  } catch {
-    // Some file systems refuse fsync on directories; rename is atomic regardless.
-  } finally {
-    if (fd >= 0) closeSync(fd);
-  }
-}
-
-function writeFully(fd: number, bytes: Uint8Array, offset: number): void {
-  let done = 0;
-  while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done, offset + done);
-}
 
 function undoFor(path: string, dir: string, edits: Edit[]): JournalFile {
   const fd = openSync(path, "r");

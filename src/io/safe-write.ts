@@ -41,10 +41,7 @@ export function writeEditsAtomically(
     // The copy has the original's mode; a read-only file must still be writable to us while we edit it.
     chmodSync(tmp, (st.mode & 0o7777) | 0o200);
     fd = openSync(tmp, "r+");
-    for (const e of edits) {
-      let done = 0;
-      while (done < e.bytes.length) done += writeSync(fd, e.bytes, done, e.bytes.length - done, e.offset + done);
-    }
+    for (const e of edits) writeFully(fd, e.bytes, e.offset);
     if (fstatSync(fd).size !== newSize) throw new ElfPatchError(ErrorCode.INTERNAL, "Edited file has an unexpected size");
     if (st.uid !== process.getuid?.() || st.gid !== process.getgid?.()) {
       try {
@@ -95,6 +92,12 @@ function fstatOf(path: string): { uid: number; gid: number; mode: number } {
   } finally {
     closeSync(fd);
   }
+}
+
+/** Writes all of `bytes` at `offset` (pwrite may write less than asked). */
+export function writeFully(fd: number, bytes: Uint8Array, offset: number): void {
+  let done = 0;
+  while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done, offset + done);
 }
 
 export function syncDir(dir: string): void {
