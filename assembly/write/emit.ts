@@ -1,7 +1,7 @@
 /**
  * The only code that stores planned values into the image's working copies, and the diff that
- * turns working copies into the edit list: `[f64 off][u32 len][bytes]` records, sorted by offset,
- * containing only bytes that differ from the original (so a no-op plan emits nothing).
+ * turns working copies into the edit list: `[f64 off][u32 len][u32 ptr]` records, sorted by
+ * offset, covering only bytes that differ from the original (so a no-op plan emits nothing).
  */
 import { DT_MIPS_RLD_MAP_REL, DT_NULL, VER_NDX_GLOBAL } from "../elf/constants";
 import { Chunk } from "../elf/reader";
@@ -136,20 +136,23 @@ function forEachRun(chunks: Chunk[], fn: (c: Chunk, start: usize, end: usize, ou
   }
 }
 
-let emitSize: usize = 0;
+let emitCount: usize = 0;
 
-/** The edit list: `[f64 off][u32 len][bytes]` per run, in one exactly sized buffer. */
+/**
+ * The edit list: `[f64 off][u32 len][u32 ptr]` per run, in file order. `ptr` points at the bytes
+ * in the working copies (valid until the next job), so no byte is copied twice.
+ */
 export function emitEdits(chunks: Chunk[]): Out {
-  emitSize = 0;
+  emitCount = 0;
   forEachRun(chunks, (c: Chunk, start: usize, end: usize, out: Out | null): void => {
-    emitSize += 12 + (end - start);
+    emitCount++;
   }, null);
-  const out = new Out(emitSize > 0 ? emitSize : 1);
+  const out = new Out(emitCount > 0 ? emitCount * 16 : 1);
   forEachRun(chunks, (c: Chunk, start: usize, end: usize, out: Out | null): void => {
     const o = out!;
     o.f64(<f64>(c.off + <u64>start));
     o.u32(<u32>(end - start));
-    o.bytes(c.work + start, end - start);
+    o.u32(<u32>(c.work + start));
   }, out);
   return out;
 }

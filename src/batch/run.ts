@@ -79,21 +79,27 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
   const total = found.files.reduce((a, f) => a + f.size, 0);
   opts.onStart?.(found.files.length, total);
   const onFile = opts.onFile ?? (() => {});
-  if (found.files.length <= 1 || opts.jobs <= 1) {
-    const engine = CoreEngine.create();
-    const probe = new LibraryProbe();
-    for (const s of shard(found.files, { threads: 1 })) {
-      records.push(...processShard(engine, s, spec, probe, (i) => onFile(s[i]!.size)));
+  // The main thread is one of the `jobs` threads: it works through shards alongside jobs - 1
+  // workers (one thread fewer to start, and one Wasm memory fewer: flatter peak RSS).
+  const shards = shard(found.files, { threads: Math.max(1, opts.jobs) });
+  const engine = CoreEngine.create();
+  const probe = new LibraryProbe();
+  const workers = Math.min(opts.jobs, shards.length) - 1;
+  const pool = workers > 0 ? new Pool(workers) : null;
+  const inline = async (): Promise<void> => {
+    for (let s = shards.shift(); s !== undefined; s = shards.shift()) {
+      const files = s;
+      records.push(...processShard(engine, files, spec, probe, (i) => onFile(files[i]!.size)));
+      if (pool !== null) await new Promise<void>((r) => setImmediate(r)); // let worker results through
     }
-  } else {
-    const pool = new Pool(Math.min(opts.jobs, found.files.length));
-    try {
-      const shards = shard(found.files, { threads: opts.jobs });
-      const results = await Promise.all(shards.map((s) => pool.run(s, spec, onFile)));
-      for (const r of results) records.push(...r);
-    } finally {
-      await pool.close();
-    }
+  };
+  const worker = async (p: Pool): Promise<void> => {
+    for (let s = shards.shift(); s !== undefined; s = shards.shift()) records.push(...(await p.run(s, spec, onFile)));
+  };
+  try {
+    await Promise.all([inline(), ...Array.from({ length: workers }, () => worker(pool!))]);
+  } finally {
+    if (pool !== null) await pool.close();
   }
   records.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   return { records, summary: summarize(records, found.skipped, recovered, performance.now() - t0) };

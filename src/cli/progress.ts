@@ -1,5 +1,4 @@
 /** A progress line on stderr, only on a terminal (not under CI, not with --no-progress). */
-import cliProgress from "cli-progress";
 
 export interface Progress {
   start(files: number, bytes: number): void;
@@ -9,8 +8,10 @@ export interface Progress {
 
 const NONE: Progress = { start() {}, file() {}, stop() {} };
 
-export function createProgress(enabled: boolean): Progress {
+/** The progress line; its library is loaded only when a terminal will show it. */
+export async function createProgress(enabled: boolean): Promise<Progress> {
   if (!enabled || !process.stderr.isTTY || process.env.CI) return NONE;
+  const { default: cliProgress } = await import("cli-progress");
   const bar = new cliProgress.SingleBar(
     {
       stream: process.stderr,

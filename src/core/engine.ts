@@ -180,7 +180,7 @@ export class CoreEngine {
       if (status !== Status.Ok) throw statusError(status);
       return this.guarded((core) => ({
         before,
-        edits: decodeEdits(new Uint8Array(core.memory.buffer, core.editsPtr(), core.editsLen())),
+        edits: decodeEdits(core.memory.buffer, core.editsPtr(), core.editsLen()),
         newSize: core.newSize(),
         strategy: STRATEGIES[core.strategy()] ?? "in-place",
         movedBytes: core.movedBytes(),
@@ -200,14 +200,15 @@ function readRange(core: CoreExports, src: ByteSource, off: number, len: number)
   src.read(new Uint8Array(core.memory.buffer, ptr, len), off); // fresh view: memory may have grown
 }
 
-function decodeEdits(mem: Uint8Array): Edit[] {
-  const view = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
+/** Reads the edit list: `[f64 off][u32 len][u32 ptr]` records pointing into the core's memory. */
+function decodeEdits(buffer: ArrayBuffer, ptr: number, len: number): Edit[] {
+  const view = new DataView(buffer, ptr, len);
   const edits: Edit[] = [];
-  for (let at = 0; at + 12 <= mem.length; ) {
+  for (let at = 0; at + 16 <= len; at += 16) {
     const offset = view.getFloat64(at, true);
-    const len = view.getUint32(at + 8, true);
-    edits.push({ offset, bytes: mem.slice(at + 12, at + 12 + len) });
-    at += 12 + len;
+    const n = view.getUint32(at + 8, true);
+    const p = view.getUint32(at + 12, true);
+    edits.push({ offset, bytes: new Uint8Array(buffer.slice(p, p + n)) });
   }
   return edits;
 }

@@ -61,7 +61,7 @@ export function patchCommand(io: CliIo): Command {
         req: spec.req, rpath: spec.rpath, grow: raw.grow !== false, dryRun,
         write: raw.inPlace ? "in-place" : "rename", hardlinks: raw.hardlinks ?? "break",
       };
-      const progress = createProgress(raw.progress !== false && !raw.json);
+      const progress = await createProgress(raw.progress !== false && !raw.json);
       const scanOpts = { followSymlinks: raw.followSymlinks === true, ...(raw.include ? { include: raw.include } : {}), ...(raw.exclude ? { exclude: raw.exclude } : {}) };
       const { records, summary } = await runBatch(paths, batch, {
         jobs: raw.jobs ?? defaultJobs(),
