@@ -21,19 +21,20 @@ import { ElfPatchError, ErrorCode } from "../errors.js";
 export type LdCacheFormat = "old" | "new" | "compat";
 export type LdCacheEndian = "little" | "big" | "unset";
 
+/**
+ * One cache entry. `name` is the key (a SONAME such as `libz.so.1`); `flags` has the type in its low
+ * byte (3 libc6, 1 ELF) and the ABI in its high byte (0x0300 x86-64); `hwcap` is 0 for plain entries
+ * and for every entry of an old-format cache. glibc-hwcaps entries (extension bit 62) also carry
+ * `hwcapsIndex` (into the name table), `glibcHwcaps` (e.g. `x86-64-v3`, as the writer stored it) and
+ * `isaLevel` (bits 32-41; ldconfig 2.36 writes 0).
+ */
 export interface LdCacheEntry {
-  /** The key: a SONAME (or file name) such as `libz.so.1`. */
   name: string;
   path: string;
-  /** Low byte: type (3 = libc6, 1 = ELF); high byte: ABI (0x0300 = x86-64). */
   flags: number;
-  /** 0 for plain entries and for every entry of an old-format cache. */
   hwcap: bigint;
-  /** Index into the glibc-hwcaps name table (entries with the hwcaps extension bit only). */
   hwcapsIndex?: number;
-  /** The glibc-hwcaps subdirectory, e.g. `x86-64-v3`, as the writer stored it. */
   glibcHwcaps?: string;
-  /** Required x86 ISA level stored by ldconfig (bits 32-41 of `hwcap`; 2.36 writes 0). */
   isaLevel?: number;
 }
 
@@ -54,13 +55,14 @@ export interface LdCache {
   entries: LdCacheEntry[];
 }
 
-/** The glibc <= 2.39 treatment of legacy hwcap entries; see `legacyCacheHwcaps` in hwcaps.ts. */
+/**
+ * The glibc 2.36-2.39 test for legacy hwcap entries (`legacyCacheHwcaps` in hwcaps.ts): `hwcap` is
+ * the usable bits (`dl_hwcap & hwcap_mask`) plus TLS (1 << 63); `platformMask` the platform field
+ * (`_DL_HWCAP_PLATFORM`, 0xf << 48 on x86); `platform` the current platform's bit, or 0.
+ */
 export interface LegacyHwcapRule {
-  /** Usable hwcap bits (`dl_hwcap & hwcap_mask`) plus the TLS bit (1 << 63). */
   hwcap: bigint;
-  /** The platform bits field (`_DL_HWCAP_PLATFORM`), e.g. 0xf << 48 on x86. */
   platformMask: bigint;
-  /** The bit of the current platform within that field, or 0 when it has none. */
   platform: bigint;
 }
 
@@ -85,10 +87,7 @@ export interface LookupResult {
 
 const OLD_MAGIC = "ld.so-1.7.0";
 const NEW_MAGIC = "glibc-ld.so.cache1.1";
-const OLD_HEADER = 16;
-const OLD_ENTRY = 12;
-const NEW_HEADER = 48;
-const NEW_ENTRY = 24;
+const [OLD_HEADER, OLD_ENTRY, NEW_HEADER, NEW_ENTRY] = [16, 12, 48, 24];
 const EXT_MAGIC = 0xeaa42174;
 const HWCAP_EXT_HIGH = 1n << 30n; // DL_CACHE_HWCAP_EXTENSION (bit 62) seen in the upper 32 bits
 const ISA_MASK = 0x3ffn;
@@ -123,25 +122,17 @@ export function parseLdCache(bytes: Uint8Array): LdCache {
   if (hasMagic(bytes, 0, NEW_MAGIC)) return parseNew(bytes, dv, 0, "new");
   if (!hasMagic(bytes, 0, OLD_MAGIC)) bad("Not a loader cache file (bad magic)");
   if (size < OLD_HEADER) bad("Loader cache is truncated");
-  let le = true;
-  let nlibs = dv.getUint32(12, true);
-  if (OLD_HEADER + OLD_ENTRY * nlibs > size) {
-    le = false;
-    nlibs = dv.getUint32(12, false);
-    if (OLD_HEADER + OLD_ENTRY * nlibs > size) bad("Loader cache is truncated");
-  }
+  const le = OLD_HEADER + OLD_ENTRY * dv.getUint32(12, true) <= size || OLD_HEADER + OLD_ENTRY * dv.getUint32(12, false) > size;
+  const nlibs = dv.getUint32(12, le);
+  if (OLD_HEADER + OLD_ENTRY * nlibs > size) bad("Loader cache is truncated");
   const strings = OLD_HEADER + OLD_ENTRY * nlibs;
   const embedded = (strings + 7) & ~7; // ALIGN_CACHE: alignof(struct cache_file_new) = 8
   if (hasMagic(bytes, embedded, NEW_MAGIC)) return parseNew(bytes, dv, embedded, "compat");
   const entries: LdCacheEntry[] = [];
   for (let i = 0; i < nlibs; i++) {
     const at = OLD_HEADER + OLD_ENTRY * i;
-    entries.push({
-      name: needStr(bytes, strings + dv.getUint32(at + 4, le)),
-      path: needStr(bytes, strings + dv.getUint32(at + 8, le)),
-      flags: dv.getInt32(at, le),
-      hwcap: 0n,
-    });
+    const name = needStr(bytes, strings + dv.getUint32(at + 4, le));
+    entries.push({ name, path: needStr(bytes, strings + dv.getUint32(at + 8, le)), flags: dv.getInt32(at, le), hwcap: 0n });
   }
   return { format: "old", endian: le ? "little" : "big", generator: null, hwcaps: [], loaderHwcaps: [], entries };
 }
@@ -164,44 +155,31 @@ function parseNew(b: Uint8Array, dv: DataView, base: number, format: LdCacheForm
   let loaderHwcaps: string[] = [];
   if (extOffset !== 0) {
     // The extension directory and its sections use file offsets (not header-relative ones).
-    if (extOffset % 4 !== 0 || extOffset + 8 > size) bad("Loader cache extension directory is invalid");
-    if (dv.getUint32(extOffset, le) !== EXT_MAGIC) bad("Loader cache extension directory is invalid");
-    const count = dv.getUint32(extOffset + 4, le);
-    if (extOffset + 8 + 16 * count > size) bad("Loader cache extension directory is invalid");
+    const ok = extOffset % 4 === 0 && extOffset + 8 <= size && dv.getUint32(extOffset, le) === EXT_MAGIC;
+    const count = ok ? dv.getUint32(extOffset + 4, le) : 0;
+    if (!ok || extOffset + 8 + 16 * count > size) bad("Loader cache extension directory is invalid");
     for (let i = 0; i < count; i++) {
       const at = extOffset + 8 + 16 * i;
-      const tag = dv.getUint32(at, le);
-      const off = dv.getUint32(at + 8, le);
-      const len = dv.getUint32(at + 12, le);
+      const [tag, off, len] = [dv.getUint32(at, le), dv.getUint32(at + 8, le), dv.getUint32(at + 12, le)];
       if (off + len > size) bad("Loader cache extension section is outside the file");
       if (tag === 0) {
         generator = decoder.decode(b.subarray(off, off + len)).replace(/\0+$/, "");
       } else if (tag === 1 && len > 0 && off % 4 === 0 && len % 4 === 0) {
         // ld.so drops a misaligned or empty table (cache_extension_verify); so do we.
-        hwcaps = [];
-        loaderHwcaps = [];
-        for (let j = 0; j < len / 4; j++) {
-          const idx = dv.getUint32(off + 4 * j, le);
-          hwcaps.push(needStr(b, base + idx));
-          loaderHwcaps.push(cstr(b, idx) ?? "");
-        }
+        const idx = Array.from({ length: len / 4 }, (_, j) => dv.getUint32(off + 4 * j, le));
+        hwcaps = idx.map((x) => needStr(b, base + x));
+        loaderHwcaps = idx.map((x) => cstr(b, x) ?? "");
       }
     }
   }
   const entries: LdCacheEntry[] = [];
   for (let i = 0; i < nlibs; i++) {
     const at = base + NEW_HEADER + NEW_ENTRY * i;
-    const hwcap = dv.getBigUint64(at + 16, le);
-    const entry: LdCacheEntry = {
-      name: needStr(b, base + dv.getUint32(at + 4, le)),
-      path: needStr(b, base + dv.getUint32(at + 8, le)),
-      flags: dv.getInt32(at, le),
-      hwcap,
-    };
+    const [hwcap, name] = [dv.getBigUint64(at + 16, le), needStr(b, base + dv.getUint32(at + 4, le))];
+    const entry: LdCacheEntry = { name, path: needStr(b, base + dv.getUint32(at + 8, le)), flags: dv.getInt32(at, le), hwcap };
     if (((hwcap >> 32n) & ~ISA_MASK) === HWCAP_EXT_HIGH) {
       entry.hwcapsIndex = Number(hwcap & 0xffffffffn);
-      const name = hwcaps[entry.hwcapsIndex];
-      if (name !== undefined) entry.glibcHwcaps = name;
+      if (hwcaps[entry.hwcapsIndex] !== undefined) entry.glibcHwcaps = hwcaps[entry.hwcapsIndex];
       entry.isaLevel = Number((hwcap >> 32n) & ISA_MASK);
     }
     entries.push(entry);
@@ -239,15 +217,13 @@ const isDigit = (c: number): boolean => c >= 48 && c <= 57;
  * Digit runs accumulate as 32-bit `int`s and wrap, as in glibc.
  */
 export function libcmp(a: string, b: string): number {
-  let i = 0;
-  let j = 0;
+  let [i, j] = [0, 0];
   while (i < a.length) {
     const c1 = a.charCodeAt(i);
     const c2 = j < b.length ? b.charCodeAt(j) : 0;
     if (isDigit(c1)) {
       if (!isDigit(c2)) return 1;
-      let v1 = 0;
-      let v2 = 0;
+      let [v1, v2] = [0, 0];
       while (i < a.length && isDigit(a.charCodeAt(i))) v1 = (v1 * 10 + a.charCodeAt(i++) - 48) | 0;
       while (j < b.length && isDigit(b.charCodeAt(j))) v2 = (v2 * 10 + b.charCodeAt(j++) - 48) | 0;
       if (v1 !== v2) return (v1 - v2) | 0;
@@ -266,9 +242,7 @@ export function libcmp(a: string, b: string): number {
 /** The entry ld.so takes from the cache for `name`, with the reason when DF_1_NODEFLIB dropped it. */
 export function lookupCacheEntry(cache: LdCache, name: string, opts: LookupOptions): LookupResult {
   const list = cache.entries;
-  let left = 0;
-  let right = list.length - 1;
-  let mid = -1;
+  let [left, right, mid] = [0, list.length - 1, -1];
   while (left <= right) {
     const m = (left + right) >>> 1;
     const c = libcmp(name, list[m]!.name);
@@ -335,21 +309,11 @@ const EM_X86_64 = 62, EM_AARCH64 = 183, EM_RISCV = 243, EM_LOONGARCH = 258;
 export function cacheFlagsFor(elfClass: number, machine: number, eFlags?: number): number[] {
   const is64 = elfClass === 2;
   const f = eFlags ?? 0;
+  const only64: Record<number, number> = { [EM_AARCH64]: 0x0a03, [EM_PPC64]: 0x0503, [EM_S390]: 0x0403, [EM_SPARCV9]: 0x0103 };
+  if (is64 && only64[machine] !== undefined) return [only64[machine]!];
   switch (machine) {
     case EM_X86_64:
       return [is64 ? 0x0303 : 0x0803]; // x86-64 or x32
-    case EM_AARCH64:
-      if (is64) return [0x0a03];
-      break;
-    case EM_PPC64:
-      if (is64) return [0x0503];
-      break;
-    case EM_S390:
-      if (is64) return [0x0403];
-      break;
-    case EM_SPARCV9:
-      if (is64) return [0x0103];
-      break;
     case EM_ARM: // unmarked (plain libc6) objects are accepted by both float ABIs
       if (eFlags === undefined) return [0x0903, 0x0b03, 0x0003];
       return [f & 0x400 ? 0x0903 : 0x0b03, 0x0003]; // EF_ARM_ABI_FLOAT_HARD

@@ -1,0 +1,181 @@
+/**
+ * CPU-dependent inputs of the loader, computed statically (no process is run):
+ * - `activeHwcapsDirs`: the `glibc-hwcaps` subdirectories ld.so searches (loader.md §6), from the
+ *   `/proc/cpuinfo` flags and the x86-64 psABI ISA levels (as glibc's `get-isa-level.h`):
+ *     baseline: cmov cx8 fpu fxsr mmx sse sse2
+ *     v2: + cx16 lahf_lm popcnt pni(SSE3) sse4_1 sse4_2 ssse3
+ *     v3: + avx avx2 bmi1 bmi2 f16c fma abm(LZCNT) movbe xsave(OSXSAVE)
+ *     v4: + avx512f avx512bw avx512cd avx512dq avx512vl
+ *   Levels are cumulative. Other machines give []: ppc64le (`power10`, `power9`) and s390x (`z17` ...
+ *   `z13`) are decided from AT_HWCAP2/facility bits that /proc/cpuinfo does not show plainly (TODO).
+ * - `dstValues`: `$LIB` and `$PLATFORM` (§5). `$LIB` is a constant of the glibc build: Debian's
+ *   multiarch `lib/<triplet>` (measured: `lib/x86_64-linux-gnu`), upstream `lib64` on 64-bit,
+ *   otherwise `lib`; it is derived from where `libc.so.6` is installed. `$PLATFORM` is the kernel's
+ *   AT_PLATFORM (`uname -m` here), which glibc on Intel x86-64 replaces with `xeon_phi` or `haswell`
+ *   (`sysdeps/x86/cpu-features.c`).
+ * - `cacheIsaLevelOk`: the ISA-level test ld.so applies to glibc-hwcaps cache entries.
+ * - `legacyCacheHwcaps`: the hwcap bits glibc 2.36-2.39 matched legacy cache entries against.
+ * Every result can be overridden by the caller (a target profile) or computed from another
+ * machine's /proc/cpuinfo text.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { machine as hostMachine } from "node:os";
+import type { LegacyHwcapRule } from "./ld-so-cache.js";
+
+export interface CpuOptions {
+  /** /proc/cpuinfo text to use instead of the running machine's. */
+  cpuinfo?: string;
+}
+
+const BASELINE = ["cmov", "cx8", "fpu", "fxsr", "mmx", "sse", "sse2"];
+const LEVELS: [string, string[]][] = [
+  ["x86-64-v2", ["cx16", "lahf_lm", "popcnt", "pni", "sse4_1", "sse4_2", "ssse3"]],
+  ["x86-64-v3", ["avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"]],
+  ["x86-64-v4", ["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"]],
+];
+
+const MACHINES: Record<string, string> = {
+  "62": "x86_64", x64: "x86_64", amd64: "x86_64", "3": "i386", i686: "i386", ia32: "i386",
+  "183": "aarch64", arm64: "aarch64", "40": "arm", "21": "ppc64", "22": "s390", "243": "riscv64",
+};
+
+/** Canonical machine name for an ELF `e_machine` number or a uname/Node architecture string. */
+function canonMachine(m: number | string): string {
+  const s = String(m);
+  return MACHINES[s] ?? s;
+}
+
+function readCpuinfo(opts: CpuOptions): string {
+  if (opts.cpuinfo !== undefined) return opts.cpuinfo;
+  try {
+    return readFileSync("/proc/cpuinfo", "utf8");
+  } catch {
+    return "";
+  }
+}
+
+/** The CPU feature flags every processor in the cpuinfo text has (x86 `flags` lines). */
+export function cpuFlags(opts: CpuOptions = {}): Set<string> {
+  const lines = readCpuinfo(opts).split("\n").map((l) => /^flags\s*:(.*)$/.exec(l)?.[1]);
+  const sets = lines.filter((l): l is string => l !== undefined).map((l) => new Set(l.trim().split(/\s+/)));
+  if (sets.length === 0) return new Set();
+  return new Set([...sets[0]!].filter((f) => sets.every((s) => s.has(f))));
+}
+
+/** Flags whose features are usable: AVX-family features need the OS to enable XSAVE (OSXSAVE). */
+function usableFlags(opts: CpuOptions): Set<string> {
+  const f = cpuFlags(opts);
+  if (!f.has("xsave")) for (const x of f) if (x.startsWith("avx") || x === "fma" || x === "f16c") f.delete(x);
+  return f;
+}
+
+function cpuVendor(opts: CpuOptions): string | null {
+  return /^vendor_id\s*:\s*(\S+)/m.exec(readCpuinfo(opts))?.[1] ?? null;
+}
+
+/** x86-64 psABI level the flags reach: 0 none, 1 baseline, 2-4 for x86-64-v2..v4. */
+export function x86IsaLevel(flags: ReadonlySet<string>): number {
+  if (!BASELINE.every((f) => flags.has(f))) return 0;
+  let level = 1;
+  for (const [, need] of LEVELS) {
+    if (!need.every((f) => flags.has(f))) break;
+    level++;
+  }
+  return level;
+}
+
+/**
+ * The `glibc-hwcaps` subdirectories ld.so searches on this CPU for `machine` (`e_machine` or a
+ * name such as "x86_64"), most preferred first, e.g. ["x86-64-v4", "x86-64-v3", "x86-64-v2"].
+ */
+export function activeHwcapsDirs(machine: number | string = hostMachine(), opts: CpuOptions = {}): string[] {
+  if (canonMachine(machine) !== "x86_64") return [];
+  const level = x86IsaLevel(cpuFlags(opts));
+  return LEVELS.slice(0, Math.max(0, level - 1))
+    .map(([name]) => name)
+    .reverse();
+}
+
+/**
+ * The `isaLevelOk` test of `lookupCache` (`dl_cache_hwcap_isa_level_compatible`): on x86-64 a
+ * glibc-hwcaps cache entry with ISA level L needs psABI level L + 1 (0 = baseline, 1 = v2, ...).
+ */
+export function cacheIsaLevelOk(machine: number | string = hostMachine(), opts: CpuOptions = {}): (level: number) => boolean {
+  if (canonMachine(machine) !== "x86_64") return () => true;
+  const have = x86IsaLevel(cpuFlags(opts));
+  return (level) => level + 1 <= have;
+}
+
+/** glibc's replacement of AT_PLATFORM on Intel x86-64 CPUs, or null when it keeps AT_PLATFORM. */
+function intelPlatform(opts: CpuOptions): "xeon_phi" | "haswell" | null {
+  if (cpuVendor(opts) !== "GenuineIntel") return null;
+  const f = usableFlags(opts);
+  if (f.has("avx512cd") && f.has("avx512er") && f.has("avx512pf")) return "xeon_phi";
+  const haswell = ["avx2", "fma", "bmi1", "bmi2", "abm", "movbe", "popcnt"];
+  return haswell.every((x) => f.has(x)) ? "haswell" : null;
+}
+
+export interface DstValues {
+  LIB: string;
+  PLATFORM: string;
+}
+
+export interface DstOptions extends CpuOptions {
+  /** The loader's machine (`e_machine` or a uname name); default: this machine. */
+  machine?: number | string;
+  /** Fixed values (a target profile); each one given is returned as is. */
+  LIB?: string;
+  PLATFORM?: string;
+  /** File-existence test used to find the libc directory (for tests); default `fs.existsSync`. */
+  exists?: (path: string) => boolean;
+}
+
+const TRIPLETS: Record<string, string> = {
+  x86_64: "x86_64-linux-gnu", i386: "i386-linux-gnu", aarch64: "aarch64-linux-gnu",
+  arm: "arm-linux-gnueabihf", ppc64le: "powerpc64le-linux-gnu", s390x: "s390x-linux-gnu",
+  riscv64: "riscv64-linux-gnu", loongarch64: "loongarch64-linux-gnu",
+};
+const BITS64 = new Set(["x86_64", "aarch64", "ppc64", "ppc64le", "s390x", "riscv64", "loongarch64", "mips64"]);
+
+/** `$LIB` and `$PLATFORM` as the system's ld.so expands them (overridable, see `DstOptions`). */
+export function dstValues(opts: DstOptions = {}): DstValues {
+  const host = hostMachine();
+  const m = canonMachine(opts.machine ?? host);
+  const exists = opts.exists ?? existsSync;
+  let lib = opts.LIB;
+  if (lib === undefined) {
+    const triplet = TRIPLETS[m];
+    if (triplet && exists(`/lib/${triplet}/libc.so.6`)) lib = `lib/${triplet}`;
+    else if (BITS64.has(m) && (exists("/lib64/libc.so.6") || exists("/usr/lib64/libc.so.6"))) lib = "lib64";
+    else lib = "lib";
+  }
+  let platform = opts.PLATFORM;
+  if (platform === undefined) {
+    platform = (m === "x86_64" ? intelPlatform(opts) : null) ?? (m === canonMachine(host) ? host : m);
+  }
+  return { LIB: lib, PLATFORM: platform };
+}
+
+const HWCAP_X86_64 = 1n << 1n;
+const HWCAP_X86_AVX512_1 = 1n << 2n;
+const HWCAP_TLS = 1n << 63n;
+const X86_PLATFORM_SHIFT = 48n; // _DL_FIRST_PLATFORM; platforms i586, i686, haswell, xeon_phi
+
+/**
+ * The bits glibc 2.36-2.39 matched legacy-hwcap cache entries against, for `lookupCache`'s
+ * `legacy` option (x86-64 only; undefined elsewhere). glibc >= 2.40 ignores such entries.
+ */
+export function legacyCacheHwcaps(machine: number | string = hostMachine(), opts: CpuOptions = {}): LegacyHwcapRule | undefined {
+  if (canonMachine(machine) !== "x86_64") return undefined;
+  const f = usableFlags(opts);
+  const platform = intelPlatform(opts);
+  let hwcap = HWCAP_X86_64 | HWCAP_TLS;
+  const avx512 = ["avx512bw", "avx512dq", "avx512vl"].every((x) => f.has(x));
+  if (cpuVendor(opts) === "GenuineIntel" && f.has("avx512cd") && !f.has("avx512er") && avx512) hwcap |= HWCAP_X86_AVX512_1;
+  const index = platform === "haswell" ? 2n : platform === "xeon_phi" ? 3n : -1n;
+  return {
+    hwcap,
+    platformMask: 0xfn << X86_PLATFORM_SHIFT,
+    platform: index < 0n ? 0n : 1n << (X86_PLATFORM_SHIFT + index),
+  };
+}

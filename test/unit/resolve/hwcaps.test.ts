@@ -1,0 +1,151 @@
+/**
+ * src/resolve/hwcaps.ts against the system's ld.so:
+ * - `activeHwcapsDirs` equals the "(supported, searched)" lines of `ld.so --help` under
+ *   "Subdirectories of glibc-hwcaps directories", also with CPU features masked through
+ *   `GLIBC_TUNABLES=glibc.cpu.hwcaps=-X` (the same flags removed from the /proc/cpuinfo text);
+ * - `$PLATFORM` equals the "(AT_PLATFORM; ...)" line, and the avx512_1 legacy bit the
+ *   "avx512_1 (supported, searched)" line (glibc <= 2.36 prints legacy subdirectories);
+ * - `$LIB` and `$PLATFORM` equal the directories ld.so searches for a RUNPATH of
+ *   `T/L/$LIB:T/P/$PLATFORM` (`LD_DEBUG=libs`, the shortest `trying file=` under each prefix);
+ * - ISA levels, flag intersection across processors, overrides and layout rules on fixed inputs.
+ */
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { describe, expect, it } from "vitest";
+import {
+  activeHwcapsDirs, cacheIsaLevelOk, cpuFlags, dstValues, legacyCacheHwcaps, x86IsaLevel,
+} from "../../../src/resolve/hwcaps.js";
+import { has, LDSO } from "../../support/oracle.js";
+
+const X86_64 = process.arch === "x64";
+const CPUINFO = fs.existsSync("/proc/cpuinfo") ? fs.readFileSync("/proc/cpuinfo", "utf8") : "";
+const haveLdso = X86_64 && fs.existsSync(LDSO);
+/** GLIBC_TUNABLES glibc.cpu.hwcaps names -> /proc/cpuinfo flags (OSXSAVE shows as xsave). */
+const TUNABLE_FLAG: Record<string, string> = {
+  AVX512F: "avx512f", AVX512VL: "avx512vl", AVX2: "avx2", FMA: "fma", BMI2: "bmi2", LZCNT: "abm",
+  MOVBE: "movbe", OSXSAVE: "xsave", POPCNT: "popcnt", SSE4_2: "sse4_2", SSSE3: "ssse3",
+};
+
+function masked(names: string[]): string {
+  const drop = new Set(names.map((n) => TUNABLE_FLAG[n]!));
+  return CPUINFO.replace(/^(flags\s*:)(.*)$/gm, (_, k: string, v: string) =>
+    k + v.split(" ").filter((f) => !drop.has(f)).join(" "));
+}
+
+function ldsoHelp(names: string[]): string {
+  const env = { ...process.env, GLIBC_TUNABLES: names.length ? `glibc.cpu.hwcaps=${names.map((n) => `-${n}`).join(",")}` : "" };
+  const r = spawnSync(LDSO, ["--help"], { encoding: "utf8", env });
+  if (r.status !== 0) throw new Error(`ld.so --help failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** The lines of one `ld.so --help` section, trimmed. */
+function section(help: string, title: string): string[] {
+  const lines = help.split("\n");
+  const at = lines.findIndex((l) => l.startsWith(title));
+  if (at < 0) return [];
+  const end = lines.findIndex((l, i) => i > at && l.trim() === "");
+  return lines.slice(at + 1, end < 0 ? undefined : end).map((l) => l.trim());
+}
+
+describe.runIf(haveLdso)("against ld.so --help", () => {
+  const masks = [[], ...Object.keys(TUNABLE_FLAG).map((k) => [k]), ["AVX2", "AVX512VL"]];
+
+  it("glibc-hwcaps subdirectories and $PLATFORM agree, with and without masked CPU features", () => {
+    const seen: string[] = [];
+    for (const names of masks) {
+      const help = ldsoHelp(names);
+      const cpuinfo = masked(names);
+      const supported = section(help, "Subdirectories of glibc-hwcaps directories, in priority order:")
+        .filter((l) => l.endsWith("(supported, searched)"))
+        .map((l) => l.split(" ")[0]);
+      expect(activeHwcapsDirs("x86_64", { cpuinfo }), `mask ${names}`).toEqual(supported);
+      const legacy = section(help, "Legacy HWCAP subdirectories");
+      const platform = legacy.find((l) => l.includes("(AT_PLATFORM"))?.split(" ")[0];
+      if (platform) expect(dstValues({ cpuinfo }).PLATFORM, `mask ${names}`).toBe(platform);
+      if (legacy.length > 0) {
+        const avx512 = legacy.includes("avx512_1 (supported, searched)");
+        expect((legacyCacheHwcaps("x86_64", { cpuinfo })!.hwcap & 4n) !== 0n, `mask ${names}`).toBe(avx512);
+      }
+      seen.push(`${names.join(",") || "(none)"}: [${supported.join(" ")}] ${platform ?? "?"}`);
+    }
+    console.log(`ld.so --help per mask:\n  ${seen.join("\n  ")}`);
+    expect(activeHwcapsDirs()).toEqual(activeHwcapsDirs(62, { cpuinfo: CPUINFO }));
+  });
+});
+
+describe.runIf(haveLdso && has("gcc"))("against LD_DEBUG=libs", () => {
+  it("$LIB and $PLATFORM are the directories ld.so expands a RUNPATH to", () => {
+    const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), "elfpatch-hwcaps-")));
+    try {
+      fs.writeFileSync(path.join(dir, "m.c"), "int main(void){return 0;}\n");
+      const exe = path.join(dir, "m");
+      const rp = `${dir}/L/$LIB:${dir}/P/$PLATFORM`;
+      const cc = spawnSync("gcc", ["-o", exe, path.join(dir, "m.c"), "-Wl,--enable-new-dtags", `-Wl,-rpath,${rp}`], { encoding: "utf8" });
+      expect(cc.status, cc.stderr).toBe(0);
+      for (const names of [[], ["AVX2"]]) {
+        const env = { ...process.env, LD_DEBUG: "libs", GLIBC_TUNABLES: names.length ? `glibc.cpu.hwcaps=-${names.join(",-")}` : "" };
+        const r = spawnSync(exe, [], { encoding: "utf8", env });
+        const tried = [...r.stderr.matchAll(/trying file=(\S+)\/libc\.so\.6$/gm)].map((m) => m[1]!);
+        const shortest = (prefix: string) =>
+          tried.filter((d) => d.startsWith(prefix)).sort((a, b) => a.length - b.length)[0]?.slice(prefix.length);
+        const got = { LIB: shortest(`${dir}/L/`), PLATFORM: shortest(`${dir}/P/`) };
+        console.log(`LD_DEBUG (${names.join(",") || "no mask"}): $LIB=${got.LIB} $PLATFORM=${got.PLATFORM}`);
+        expect(dstValues({ cpuinfo: masked(names) })).toEqual(got);
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("fixed inputs", () => {
+  const base = "cmov cx8 fpu fxsr mmx sse sse2";
+  const v2 = `${base} cx16 lahf_lm popcnt pni sse4_1 sse4_2 ssse3`;
+  const v3 = `${v2} avx avx2 bmi1 bmi2 f16c fma abm movbe xsave`;
+  const v4 = `${v3} avx512f avx512bw avx512cd avx512dq avx512vl`;
+  const info = (vendor: string, ...flags: string[]) =>
+    flags.map((f, i) => `processor\t: ${i}\nvendor_id\t: ${vendor}\nflags\t\t: ${f}\n`).join("\n");
+
+  it("computes cumulative ISA levels", () => {
+    const lvl = (s: string) => x86IsaLevel(new Set(s.split(" ")));
+    expect([lvl("sse2"), lvl(base), lvl(v2), lvl(v3), lvl(v4)]).toEqual([0, 1, 2, 3, 4]);
+    expect(lvl(v4.replace(" pni", ""))).toBe(1); // v3 and v4 need v2
+    expect(activeHwcapsDirs(62, { cpuinfo: info("AuthenticAMD", v4) })).toEqual(["x86-64-v4", "x86-64-v3", "x86-64-v2"]);
+    expect(activeHwcapsDirs("x86_64", { cpuinfo: info("GenuineIntel", v2) })).toEqual(["x86-64-v2"]);
+    expect(activeHwcapsDirs("aarch64", { cpuinfo: info("GenuineIntel", v4) })).toEqual([]);
+    expect(activeHwcapsDirs(183)).toEqual([]);
+    const ok = cacheIsaLevelOk(62, { cpuinfo: info("GenuineIntel", v3) });
+    expect([0, 1, 2, 3].map(ok)).toEqual([true, true, true, false]);
+    expect(cacheIsaLevelOk("aarch64")(9)).toBe(true);
+  });
+
+  it("takes the flags every processor has", () => {
+    expect(cpuFlags({ cpuinfo: info("GenuineIntel", v4, v3) })).toEqual(new Set(v3.split(" ")));
+    expect(activeHwcapsDirs(62, { cpuinfo: info("GenuineIntel", v4, v2) })).toEqual(["x86-64-v2"]);
+    expect(cpuFlags({ cpuinfo: "" }).size).toBe(0);
+  });
+
+  it("derives $PLATFORM from the vendor and flags, and $LIB from the libc layout", () => {
+    const intel = (f: string) => dstValues({ machine: "x86_64", cpuinfo: info("GenuineIntel", f), LIB: "x" }).PLATFORM;
+    expect(intel(v3)).toBe("haswell");
+    expect(intel(`${v4} avx512er avx512pf`)).toBe("xeon_phi");
+    expect(intel(v2)).toBe("x86_64");
+    expect(dstValues({ machine: "x86_64", cpuinfo: info("AuthenticAMD", v4), LIB: "x" }).PLATFORM).toBe("x86_64");
+    const lib = (files: string[], machine = "x86_64") => dstValues({ machine, PLATFORM: "p", exists: (p) => files.includes(p) }).LIB;
+    expect(lib(["/lib/x86_64-linux-gnu/libc.so.6"])).toBe("lib/x86_64-linux-gnu"); // Debian, Ubuntu
+    expect(lib(["/usr/lib64/libc.so.6"])).toBe("lib64"); // upstream, Fedora
+    expect(lib([])).toBe("lib"); // NixOS (libc in <glibc>/lib)
+    expect(lib(["/lib/aarch64-linux-gnu/libc.so.6"], "arm64")).toBe("lib/aarch64-linux-gnu");
+    expect(dstValues({ LIB: "lib64", PLATFORM: "znver4" })).toEqual({ LIB: "lib64", PLATFORM: "znver4" });
+  });
+
+  it("gives the 2.36-2.39 legacy hwcap bits", () => {
+    const rule = legacyCacheHwcaps(62, { cpuinfo: info("GenuineIntel", v4) })!;
+    expect(rule).toEqual({ hwcap: (1n << 63n) | 6n, platformMask: 0xfn << 48n, platform: 1n << 50n });
+    expect(legacyCacheHwcaps(62, { cpuinfo: info("AuthenticAMD", v4) })!.platform).toBe(0n);
+    expect(legacyCacheHwcaps("aarch64")).toBeUndefined();
+  });
+});
