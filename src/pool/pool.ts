@@ -50,12 +50,21 @@ export class Pool {
   /** Runs one shard; never rejects: a crashed worker becomes error records. */
   async run(files: ScannedFile[], spec: BatchSpec, onFile: (bytes: number) => void): Promise<FileRecord[]> {
     const { port1, port2 } = new MessageChannel();
-    port1.on("message", (bytes: number) => onFile(bytes));
+    let reported = 0;
+    port1.on("message", (bytes: number) => {
+      if (reported >= files.length) return; // already counted when the shard resolved
+      reported++;
+      onFile(bytes);
+    });
     const task: ShardTask = {
       paths: files.map((f) => f.path), sizes: files.map((f) => f.size), links: files.map((f) => f.links), spec, progress: port2,
     };
     try {
-      return (await this.piscina.run(task, { transferList: [port2] })) as FileRecord[];
+      const recs = (await this.piscina.run(task, { transferList: [port2] })) as FileRecord[];
+      // Messages still in flight when the shard resolves: count those files now.
+      for (let i = reported; i < files.length; i++) onFile(files[i]!.size);
+      reported = files.length;
+      return recs;
     } catch (err) {
       return files.map((f) => ({
         type: "file" as const, path: f.path, status: "failed" as const, changed: false, strategy: null, bytesAdded: 0, edits: 0,
