@@ -177,7 +177,7 @@ function newSegment(elf: Elf, l: Layout): Status {
   // Prefer growing the table in place (what strip and objcopy expect), moving what is in its way.
   let blocks = planPhdrRoom(elf, l.strBytes > 0, l.interpBytes > 0);
   let moved: u64 = 0;
-  if (blocks !== null) for (let i = 0; i < blocks.length; i++) moved += unchecked(blocks![i]).size;
+  if (blocks !== null) for (let i = 0; i < blocks.length; i++) moved += unchecked(blocks[i]).size;
   // Moving big tables (a large .dynsym) costs more than it saves: then the table itself moves.
   if (moved > MAX_MOVED) blocks = null;
   let end: u64;
