@@ -71,13 +71,20 @@ export function summarize(i: ElfInfo): DynamicSummary {
   return { interpreter: i.interpreter, soname: i.soname, needed: i.needed, rpath: i.rpath, runpath: i.runpath, flags1: i.flags1 };
 }
 
+function withoutInterpreter(req: EditRequest): EditRequest {
+  const { interpreter: _i, ...rest } = req;
+  return rest;
+}
+
 /** The request for one file: the run-path policy resolved against what the file has now. */
 export function resolveRequest(spec: BatchSpec, path: string, probe: LibraryProbe): (before: ElfInfo) => EditRequest {
   return (before) => {
+    // A tree holds libraries and executables: the interpreter is set where there is one.
+    const req = before.interpreter === null && spec.req.interpreter !== undefined ? withoutInterpreter(spec.req) : spec.req;
     const policy = spec.rpath;
-    if (!policy || !hasRpathPolicy(policy)) return spec.req;
+    if (!policy || !hasRpathPolicy(policy)) return req;
     const entries = computeRunpath(before, path, policy, probe);
-    const { setRpath: _s, removeRpath: _r, rpathTag: _t, ...rest } = spec.req;
+    const { setRpath: _s, removeRpath: _r, rpathTag: _t, ...rest } = req;
     return { ...rest, ...runpathRequest(before, entries, policy) };
   };
 }
@@ -131,6 +138,11 @@ export function planOne(
     return { rec, plan, links };
   } catch (err) {
     rec.error = toErrorRecord(err);
+    if (rec.error.code === ErrorCode.ELF_NO_DYNAMIC) {
+      // A static executable or an object file: nothing a dynamic edit applies to.
+      rec.status = "skipped";
+      rec.skipReason = "no-dynamic";
+    }
     return { rec, plan: null, links };
   }
 }
