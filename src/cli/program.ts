@@ -1,6 +1,7 @@
 /** Builds the commander program with injected I/O, so tests can run it without a process. */
 import { Command } from "commander";
 import { createRequire } from "node:module";
+import { checkCommand } from "./commands/check.js";
 import { patchCommand } from "./commands/patch.js";
 import { recoverCommand } from "./commands/recover.js";
 import { showCommand } from "./commands/show.js";
@@ -33,6 +34,6 @@ export function createProgram(io: CliIo): Command {
     .configureOutput(output)
     .exitOverride();
   // addCommand() does not copy these settings to subcommands: set them on each.
-  for (const cmd of [showCommand(io), patchCommand(io), recoverCommand(io)]) program.addCommand(cmd.configureOutput(output).exitOverride());
+  for (const cmd of [showCommand(io), patchCommand(io), checkCommand(io), recoverCommand(io)]) program.addCommand(cmd.configureOutput(output).exitOverride());
   return program;
 }

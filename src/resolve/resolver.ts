@@ -1,0 +1,283 @@
+/**
+ * The static resolver: for one ELF file, the load tree glibc's `ld.so` would build and where each
+ * DT_NEEDED resolves (loader.md §1-§5, §7, §8, §10, §11, §13). Nothing is executed.
+ *
+ * - Objects are loaded breadth-first, each object's DT_NEEDED in order; the first object that needs
+ *   a library becomes its `l_loader`, whose chain decides which DT_RPATHs apply.
+ * - A name already in the process (path, requested name, SONAME; the loader under its `PT_INTERP`
+ *   path and SONAME; the vDSO) is not searched; a newly found file that is the same inode as a
+ *   loaded object is that object.
+ * - A name with `/` is opened as written (relative = relative to the CWD); a bare name is searched
+ *   (`search-path.ts`).
+ * - After the tree: symbol versions (`versions.ts`).
+ * Unlike the real loader, which stops at the first missing library, every edge is resolved (as in
+ * `ld.so --list`, where a later request for a missing name searches again).
+ *
+ * Contexts (`LoadMode`): each file is `dlopen`ed by the `exe` program (default; a program, which
+ * `dlopen` refuses, is resolved as its own main program instead), or is itself the main program
+ * (`exec`, or `list` for `ld.so --list` semantics). Caches (directory listings,
+ * candidate checks, parsed files, the exe's load set) live as long as the Resolver.
+ */
+import { CoreEngine } from "../core/engine.js";
+import { Candidates, type LibFile, type Probe } from "./candidates.js";
+import { dirnameOf, expandTokens, libraryPathDirs } from "./expand.js";
+import { FsView } from "./fs-view.js";
+import { readLdCache } from "./ld-so-cache.js";
+import { LoadSet, type LoadedObject } from "./load-set.js";
+import { LOADER_SONAME, profileFor, VDSO_NAME, type Profile } from "./profile.js";
+import { searchName, type SearchEnv, type SearchResult } from "./search-path.js";
+import type { FileReport, LoadMode, NeededRecord, ResolverOptions, SearchedDir } from "./types.js";
+import { checkVersions, versionMessage } from "./versions.js";
+
+export type { FileReport, LoadMode, NeededRecord, ResolverOptions, Via } from "./types.js";
+
+/** A run-path directory that some search consulted, with the objects whose lists named it. */
+export interface RunPathUse {
+  dir: string;
+  via: "rpath" | "runpath" | "ld_library_path";
+  owners: string[];
+}
+
+/** One load tree under construction. */
+interface Tree {
+  set: LoadSet;
+  queue: LoadedObject[];
+  edges: NeededRecord[];
+  byEdge: Map<string, NeededRecord>;
+  errors: string[];
+}
+
+const MAX_OWNERS = 3;
+const NO_FILE = "cannot open shared object file: No such file or directory";
+/** The same message when no candidate was opened at all (errno is 0, e.g. under DF_1_NODEFLIB). */
+const NO_FILE_UNTRIED = "cannot open shared object file";
+
+/** A program rather than a library: `dlopen` refuses it, so it is resolved as a main program. */
+function isProgram(file: LibFile): boolean {
+  return file.info !== null && (file.info.type === "EXEC" || file.info.flags1.includes("PIE"));
+}
+
+function probeError(p: Probe): string {
+  if (p.kind === "other-class") return "wrong ELF class: ELFCLASS32";
+  if (p.kind === "fatal") return p.message;
+  return NO_FILE;
+}
+
+export class Resolver {
+  readonly profile: Profile;
+  private readonly mode: LoadMode;
+  private readonly fs: FsView;
+  private readonly candidates: Candidates;
+  private readonly env: SearchEnv;
+  private readonly uses = new Map<string, RunPathUse>();
+  private context: LoadSet | null = null;
+  /** dlopen mode with `exe`: the program's own load tree (known after the first `resolve`). */
+  exeReport: FileReport | null = null;
+
+  constructor(
+    private readonly opts: ResolverOptions = {},
+    engine: CoreEngine = CoreEngine.create(),
+  ) {
+    this.profile = profileFor(opts);
+    this.mode = opts.mode ?? "dlopen";
+    const root = (opts.root ?? "").replace(/\/+$/, "");
+    this.fs = new FsView(root, opts.cwd ?? (root ? "/" : process.cwd()));
+    this.candidates = new Candidates(this.fs, engine);
+    const cachePath = opts.cachePath === undefined ? "/etc/ld.so.cache" : opts.cachePath;
+    this.env = {
+      candidates: this.candidates,
+      subdirs: this.profile.subdirs,
+      libraryPath: null,
+      defaultDirs: this.profile.defaultDirs,
+      cache: cachePath === null ? null : readLdCache(this.fs.host(cachePath)),
+      cacheOptions: this.profile.cacheOptions,
+      dst: { lib: this.profile.lib, platform: this.profile.platform },
+      onRunPath: (owner, via, dirs) => this.noteRunPath(owner.path, via, dirs),
+    };
+  }
+
+  /** What is wrong with the `exe` program's own load tree (empty when it loads). */
+  get contextErrors(): string[] {
+    const r = this.exeReport;
+    return r ? [...r.needed.filter((e) => e.status === "missing").map((e) => e.error ?? e.name), ...r.errors] : [];
+  }
+
+  /** I/O so far: candidate files opened and directories listed (each at most once). */
+  stats(): { filesOpened: number; dirsListed: number } {
+    return { filesOpened: this.candidates.opened, dirsListed: this.fs.listed };
+  }
+
+  /** Run-path directories consulted so far (RPATH, RUNPATH, LD_LIBRARY_PATH). */
+  runPathUses(): RunPathUse[] {
+    return [...this.uses.values()];
+  }
+
+  /** The load tree of `path` (a host path; under `root` it must lie inside the root). */
+  resolve(path: string): FileReport {
+    const virtualPath = this.fs.virtualOf(path);
+    if (virtualPath === null) return this.unloadable(path, "The file is outside the root directory");
+    const start = this.startTree(virtualPath);
+    if ("type" in start) return start;
+    this.walk(start);
+    return this.report(virtualPath, start);
+  }
+
+  private unloadable(path: string, message: string): FileReport {
+    return { type: "file", path, status: "not-loadable", needed: [], missing: [], errors: [message], warnings: [] };
+  }
+
+  private dst(origin: string | null) {
+    return { origin, lib: this.profile.lib, platform: this.profile.platform };
+  }
+
+  private object(path: string, file: LibFile | null, loader: LoadedObject | null, origin: string | null): LoadedObject {
+    return { path, file, info: file?.info ?? null, origin, loader, preloaded: false };
+  }
+
+  /** The loader itself and the vDSO, as every process has them. */
+  private baseSet(interpreter: string | null): LoadSet {
+    const set = new LoadSet();
+    const interp = interpreter ?? this.profile.interpreter;
+    const p = this.candidates.probe(interp);
+    const rtld = this.object(interp, p.kind === "ok" ? p.file : null, null, dirnameOf(interp));
+    rtld.preloaded = true;
+    set.add(rtld, [], rtld.info?.soname ?? LOADER_SONAME);
+    const vdso = this.object(VDSO_NAME, null, null, null);
+    vdso.preloaded = true;
+    set.add(vdso, []);
+    return set;
+  }
+
+  /** The root object in its load set, or the report of a root the loader cannot load. */
+  private startTree(path: string): Tree | FileReport {
+    const p = this.candidates.probe(path);
+    if (p.kind !== "ok") return this.unloadable(path, `${path}: ${probeError(p)}`);
+    if (this.mode !== "dlopen" || isProgram(p.file)) return this.programTree(path, p.file, this.mode === "list");
+    const set = this.contextSet().clone();
+    const known = set.lookup(path) ?? set.sameFile(p.file);
+    const root = known ?? this.object(path, p.file, null, this.fs.absolute(dirnameOf(path)));
+    if (!known) set.add(root, [path]);
+    this.setLibraryPath(set.main);
+    return { set, queue: [root], edges: [], byEdge: new Map(), errors: [] };
+  }
+
+  /**
+   * A main program with the loader and the vDSO. Its `$ORIGIN` is the directory of its realpath
+   * (the kernel's /proc/self/exe), or of the path as given for `ld.so --list` (glibc < 2.42).
+   */
+  private programTree(path: string, file: LibFile, asGiven: boolean): Tree {
+    const set = this.baseSet(file.info?.interpreter ?? null);
+    const real = asGiven ? null : this.fs.realpath(path);
+    const main = this.object(path, file, null, this.fs.absolute(dirnameOf(real ?? path)));
+    set.main = main;
+    set.add(main, [path]);
+    this.setLibraryPath(main);
+    return { set, queue: [main], edges: [], byEdge: new Map(), errors: [] };
+  }
+
+  /** `LD_LIBRARY_PATH`, with the main program's token values. */
+  private setLibraryPath(main: LoadedObject | null): void {
+    this.env.libraryPath = libraryPathDirs(this.opts.ldLibraryPath ?? null, this.dst(main?.origin ?? null));
+    for (const d of this.env.libraryPath ?? []) this.noteRunPath("LD_LIBRARY_PATH", "ld_library_path", [d]);
+  }
+
+  /** dlopen mode: what is loaded before each root (the exe's tree, or just the loader). */
+  private contextSet(): LoadSet {
+    if (this.context) return this.context;
+    const exe = this.opts.exe;
+    const p = exe ? this.candidates.probe(exe) : null;
+    if (!exe || !p || p.kind !== "ok") {
+      if (exe && p) this.exeReport = this.unloadable(exe, `${exe}: ${probeError(p)}`);
+      this.context = this.baseSet(null);
+      return this.context;
+    }
+    const tree = this.programTree(exe, p.file, false);
+    this.walk(tree);
+    this.exeReport = this.report(exe, tree);
+    for (const o of tree.set.objects) o.preloaded = true;
+    this.context = tree.set;
+    return tree.set;
+  }
+
+  /** Breadth-first over DT_NEEDED. */
+  private walk(tree: Tree): void {
+    for (let i = 0; i < tree.queue.length; i++) {
+      const obj = tree.queue[i]!;
+      if (!obj.info) {
+        if (obj.file?.parseError) tree.errors.push(`${obj.path}: ${obj.file.parseError}`);
+        continue;
+      }
+      for (const name of obj.info.needed) {
+        const edge = this.needed(name, obj, tree);
+        tree.edges.push(edge);
+        tree.byEdge.set(`${obj.path}\0${name}`, edge);
+      }
+    }
+  }
+
+  private needed(name: string, requester: LoadedObject, tree: Tree): NeededRecord {
+    const edge: NeededRecord = { name, by: requester.path, status: "found", path: null, via: null, from: null, missingVersions: [] };
+    const expanded = expandTokens(name, this.dst(requester.origin));
+    if (expanded === null || expanded === "") return { ...edge, status: "skipped" };
+    const known = tree.set.lookup(expanded);
+    if (known) {
+      tree.set.addName(known, expanded);
+      return { ...edge, path: known.path, via: "loaded" };
+    }
+    const res = expanded.includes("/") ? this.direct(expanded) : searchName(expanded, requester, tree.set.main, this.env);
+    return this.place(res, expanded, requester, tree, edge);
+  }
+
+  private direct(path: string): SearchResult {
+    const p = this.candidates.probe(path);
+    if (p.kind === "ok") return { kind: "found", path, file: p.file, via: "direct", from: null, dir: dirnameOf(path) };
+    if (p.kind === "fatal") return { kind: "fatal", path, message: p.message };
+    return { kind: "missing", otherClass: p.kind === "other-class", tried: true, searched: [] };
+  }
+
+  /** Turns a search result into the edge, mapping a new object when one was found. */
+  private place(res: SearchResult, name: string, requester: LoadedObject, tree: Tree, edge: NeededRecord): NeededRecord {
+    if (res.kind === "fatal") {
+      const error = `${res.path}: ${res.message}`;
+      tree.errors.push(error);
+      return { ...edge, status: "fatal", path: res.path, error };
+    }
+    if (res.kind === "missing") {
+      const error = `${name}: ${res.otherClass ? "wrong ELF class: ELFCLASS32" : res.tried ? NO_FILE : NO_FILE_UNTRIED}`;
+      const searched: SearchedDir[] = res.searched;
+      return { ...edge, status: "missing", error, ...(searched.length ? { searched } : {}) };
+    }
+    const same = tree.set.sameFile(res.file);
+    if (same) {
+      tree.set.addName(same, name);
+      return { ...edge, path: same.path, via: "loaded" };
+    }
+    const obj = this.object(res.path, res.file, requester, this.fs.absolute(dirnameOf(res.path)));
+    tree.set.add(obj, [name]);
+    tree.queue.push(obj);
+    const from = res.via === "rpath" || res.via === "runpath" ? (res.from?.path ?? null) : null;
+    return { ...edge, path: res.path, via: res.via, from, dir: res.dir };
+  }
+
+  private report(path: string, tree: Tree): FileReport {
+    const v = checkVersions(tree.set, (o) => this.fs.host(o.path));
+    const errors = [...tree.errors];
+    for (const g of v.gaps) {
+      errors.push(versionMessage(g));
+      tree.byEdge.get(`${g.requirer.path}\0${g.file}`)?.missingVersions.push(g.version);
+    }
+    const missing = [...new Set(tree.edges.filter((e) => e.status === "missing").map((e) => e.name))];
+    const fatal = tree.edges.some((e) => e.status === "fatal") || tree.errors.length > 0;
+    const status = fatal ? "error" : missing.length > 0 || v.gaps.length > 0 ? "unresolved" : "ok";
+    return { type: "file", path, status, needed: tree.edges, missing, errors, warnings: v.warnings };
+  }
+
+  private noteRunPath(owner: string, via: RunPathUse["via"], dirs: string[]): void {
+    for (const dir of dirs) {
+      const key = `${via}\0${dir}`;
+      const use = this.uses.get(key) ?? { dir, via, owners: [] };
+      if (use.owners.length < MAX_OWNERS && !use.owners.includes(owner)) use.owners.push(owner);
+      this.uses.set(key, use);
+    }
+  }
+}
