@@ -166,6 +166,34 @@ function measure(name: string, cmd: string[]): Row {
   return row;
 }
 
+/**
+ * The resolution report over the same corpus (a fresh, unpatched copy): `elfpatch check` in one
+ * process, next to Debian's lddtree (pax-utils) and libtree run per file through xargs.
+ */
+function measureCheck(files: number): string[] {
+  fresh();
+  const rows: [string, string[]][] = [["elfpatch check --json", ["sh", "-c", `node "${cli}" check --json "${work}" > /dev/null`]]];
+  for (const [tool, args] of [["lddtree", "-l"], ["libtree", ""]] as const) {
+    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status === 0) {
+      rows.push([`${tool} (per file, xargs -P ${jobs})`, ["sh", "-c",
+        `find "${work}" -type f -print0 | xargs -0 -P ${jobs} -n 16 ${tool} ${args} > /dev/null 2>&1; true`]]);
+    }
+  }
+  const out = [
+    `Resolution report over the same ${files} files (fresh copy), medians of ${REPS} runs:`,
+    "",
+    "| tool | wall (s) | per file (ms) | peak RSS (MB) |",
+    "|---|---|---|---|",
+  ];
+  for (const [name, cmd] of rows) {
+    const t = Array.from({ length: REPS }, () => timed(cmd));
+    const w = median(t.map((x) => x.wallS));
+    out.push(`| ${name} | ${w.toFixed(2)} | ${((w * 1000) / files).toFixed(3)} | ${Math.max(...t.map((x) => x.rssMB)).toFixed(0)} |`);
+    process.stderr.write(`  ${name}: ${w.toFixed(2)} s\n`);
+  }
+  return out;
+}
+
 function main(): void {
   if (!existsSync("/usr/bin/time")) throw new Error("GNU time is needed: apt-get install time");
   const patchelfVersion = spawnSync("patchelf", ["--version"], { encoding: "utf8" }).stdout?.trim() || "missing";
@@ -193,6 +221,7 @@ function main(): void {
     const bad = [...r.first, ...r.rerun].filter((t) => t.status !== 0).length;
     if (bad) lines.push(`| ${r.name}: ${bad} runs exited non-zero | | | | | | | |`);
   }
+  lines.push("", ...measureCheck(corpus.files));
   console.log(lines.join("\n"));
   if (!KEEP) rmSync(root, { recursive: true, force: true });
   else rmSync(work, { recursive: true, force: true });
