@@ -11,11 +11,17 @@
  *   4. `shrink`: keep entries that are not absolute (`$ORIGIN/...`), and absolute directories that
  *      provide a `DT_NEEDED` library no earlier entry provides (an ELF file of the same class and
  *      machine; `$ORIGIN` expanded to the file's directory); drop duplicates and empty entries.
+ *      With `force` (DT_RPATH, which the libraries this file loads inherit), a directory is also
+ *      kept when it serves a dependency of a dependency through this file's run path, as the
+ *      static resolver answers by glibc's rules (patchelf looks at direct NEEDED only and drops
+ *      it: NixOS/patchelf#265).
  * The tag is `DT_RPATH` with `force`, else `DT_RUNPATH`.
  */
 import { closeSync, openSync, readSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { CoreEngine } from "../core/engine.js";
 import type { EditRequest, ElfInfo, RunpathTag } from "../core/types.js";
+import { Resolver } from "../resolve/resolver.js";
 
 export interface RpathPolicy {
   remove?: boolean;
@@ -30,9 +36,18 @@ export function hasRpathPolicy(p: RpathPolicy): boolean {
   return !!(p.remove || p.set !== undefined || p.add?.length || p.shrink || p.allowedPrefixes?.length);
 }
 
-/** Answers whether `path` is an ELF file of the given class and machine (cached per path). */
+/**
+ * Answers whether `path` is an ELF file of the given class and machine (cached per path), and
+ * holds the resolver a transitive shrink consults (its own core instance: the caller's is busy
+ * planning the file being shrunk).
+ */
 export class LibraryProbe {
   private cache = new Map<string, string | null>();
+  private res: Resolver | null = null;
+
+  resolver(): Resolver {
+    return (this.res ??= new Resolver({}, CoreEngine.create()));
+  }
 
   /** `"<class>:<machine>"` of the ELF file at `path`, or null when it is not one (or unreadable). */
   identity(path: string): string | null {
@@ -79,8 +94,29 @@ export function computeRunpath(info: ElfInfo, file: string, policy: RpathPolicy,
   for (const dir of policy.add ?? []) for (const d of split(dir)) if (!entries.includes(d)) entries.push(d);
   const prefixes = policy.allowedPrefixes ?? [];
   if (prefixes.length) entries = entries.filter((e) => prefixes.some((p) => underPrefix(e, p)));
-  if (policy.shrink) entries = shrink(entries, info, file, probe);
+  if (policy.shrink) {
+    const direct = shrink(entries, info, file, probe);
+    entries = policy.force ? keepTransitive(entries, direct, info, file, probe) : direct;
+  }
   return entries;
+}
+
+const trimSlash = (d: string): string => (d.length > 1 ? d.replace(/\/+$/, "") : d);
+
+/**
+ * Adds back the absolute entries the direct shrink dropped that serve a library deeper in the
+ * load tree through this file's DT_RPATH (resolving the file as if it had all the entries).
+ */
+function keepTransitive(all: string[], direct: string[], info: ElfInfo, file: string, probe: LibraryProbe): string[] {
+  const dropped = all.filter((e) => e.startsWith("/") && !direct.includes(e));
+  if (dropped.length === 0) return direct;
+  const report = probe.resolver().resolve(file, { rpath: all.join(":"), runpath: null });
+  const served = new Set(
+    report.needed.filter((n) => n.via === "rpath" && n.from === file && n.dir).map((n) => trimSlash(n.dir!)),
+  );
+  const keep = new Set(direct);
+  for (const e of dropped) if (served.has(trimSlash(e))) keep.add(e);
+  return all.filter((e, i) => keep.has(e) && all.indexOf(e) === i);
 }
 
 function split(s: string): string[] {

@@ -38,6 +38,12 @@ export interface RunPathUse {
   owners: string[];
 }
 
+/** Run paths to assume for the root instead of its own (raw strings, or null for none). */
+export interface RunPathOverride {
+  rpath: string | null;
+  runpath: string | null;
+}
+
 /** One load tree under construction. */
 interface Tree {
   set: LoadSet;
@@ -113,10 +119,10 @@ export class Resolver {
   }
 
   /** The load tree of `path` (a host path; under `root` it must lie inside the root). */
-  resolve(path: string): FileReport {
+  resolve(path: string, runPaths?: RunPathOverride): FileReport {
     const virtualPath = this.fs.virtualOf(path);
     if (virtualPath === null) return this.unloadable(path, "The file is outside the root directory");
-    const start = this.startTree(virtualPath);
+    const start = this.startTree(virtualPath, runPaths);
     if ("type" in start) return start;
     this.walk(start);
     return this.report(virtualPath, start);
@@ -148,14 +154,22 @@ export class Resolver {
     return set;
   }
 
-  /** The root object in its load set, or the report of a root the loader cannot load. */
-  private startTree(path: string): Tree | FileReport {
+  /**
+   * The root object in its load set, or the report of a root the loader cannot load. With
+   * `runPaths`, the root is resolved as if it had those run paths (what-if for a planned edit).
+   */
+  private startTree(path: string, runPaths?: RunPathOverride): Tree | FileReport {
     const p = this.candidates.probe(path);
     if (p.kind !== "ok") return this.unloadable(path, `${path}: ${probeError(p)}`);
-    if (this.mode !== "dlopen" || isProgram(p.file)) return this.programTree(path, p.file, this.mode === "list");
+    if (this.mode !== "dlopen" || isProgram(p.file)) {
+      const tree = this.programTree(path, p.file, this.mode === "list");
+      if (runPaths && tree.set.main?.info) tree.set.main.info = { ...tree.set.main.info, ...runPaths };
+      return tree;
+    }
     const set = this.contextSet().clone();
     const known = set.lookup(path) ?? set.sameFile(p.file);
     const root = known ?? this.object(path, p.file, null, this.fs.absolute(dirnameOf(path)));
+    if (runPaths && !known && root.info) root.info = { ...root.info, ...runPaths };
     if (!known) set.add(root, [path]);
     this.setLibraryPath(set.main);
     return { set, queue: [root], edges: [], byEdge: new Map(), errors: [] };
