@@ -8,6 +8,14 @@ import { createProgram, type CliIo } from "./program.js";
 // batch's peak RSS low (the file bytes live in the workers' Wasm memories, not here).
 setFlagsFromString("--max-semi-space-size=1");
 
+// A reader that stops early (`elfpatch check --json | head`) is not an error: stop quietly.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
+    throw err;
+  });
+}
+
 const io: CliIo = {
   out: (line) => process.stdout.write(line + "\n"),
   err: (line) => process.stderr.write(line + "\n"),
