@@ -56,6 +56,8 @@ export interface FileRecord {
   before?: DynamicSummary;
   after?: DynamicSummary;
   error?: ErrorRecord;
+  /** After-patch resolution (`patch --json`; see batch/resolution.ts). */
+  resolution?: import("./resolution.js").ResolutionSummary;
   /** Hard links inside the batch that were pointed at the new version. */
   relinked?: string[];
   /** Why a file was skipped (`duplicate`, `symlink-outside`, `excluded`). */

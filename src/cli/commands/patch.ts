@@ -1,5 +1,6 @@
 /** `elfpatch patch [ops] PATH...`: patches every ELF file under the PATHs, in one run. */
 import { Command, InvalidArgumentError, Option } from "commander";
+import { attachResolution } from "../../batch/resolution.js";
 import { runBatch } from "../../batch/run.js";
 import type { BatchSpec } from "../../batch/process-file.js";
 import { defaultJobs } from "../../pool/pool.js";
@@ -18,6 +19,7 @@ interface BatchCliOptions {
   hardlinks?: "break" | "preserve";
   progress?: boolean;
   grow?: boolean;
+  resolve?: boolean;
   defaultLib?: boolean;
 }
 
@@ -47,7 +49,8 @@ export function patchCommand(io: CliIo): Command {
     .option("--exclude <glob>", "skip files matching (repeatable)", collect)
     .option("--follow-symlinks", "follow symlinks that lead out of the PATHs")
     .option("--no-progress", "no progress line on stderr")
-    .option("--json", "NDJSON on stdout: one record per file, then a summary record")
+    .option("--json", "NDJSON on stdout: one record per file (with its after-patch resolution), then a summary record")
+    .option("--no-resolve", "with --json: leave out the after-patch resolution of each file")
     .action(async (paths: string[], raw: RawPatchOptions & BatchCliOptions) => {
       let spec: PatchSpec;
       try {
@@ -70,6 +73,7 @@ export function patchCommand(io: CliIo): Command {
         onFile: (bytes) => progress.file(bytes),
       });
       progress.stop();
+      if (raw.json && raw.resolve !== false && !dryRun) attachResolution(records);
       for (const r of records) {
         if (raw.json) io.out(JSON.stringify({ schema: SCHEMA_VERSION, ...r }));
         else if (r.status === "failed") io.err(renderRecord(r));
