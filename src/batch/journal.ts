@@ -8,6 +8,7 @@
  * none (nothing was touched yet); `recoverJournal` handles both and can itself be re-run.
  * Batching keeps the fsync cost near one per file instead of four.
  */
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   closeSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, openSync, readFileSync, readSync, renameSync, unlinkSync,
@@ -102,21 +103,23 @@ function rollBack(dir: string, f: JournalFile): string {
 
 /**
  * Edits every item's file in place under one undo journal. Returns, per item, null (done) or the
- * error that made it roll back; the other items are unaffected.
+ * error that made it roll back (the other items are unaffected), and the journal when `defer`:
+ * then the edited files are not synced one by one and the journal stays, for `commitJournals`
+ * to make everything durable at once at the end of the batch (a group commit).
  */
-export function writeEditsInPlace(items: InPlaceItem[]): (ErrorRecord | null)[] {
-  if (items.length === 0) return [];
+export function writeEditsInPlace(items: InPlaceItem[], defer = false): { errors: (ErrorRecord | null)[]; journal: string | null } {
+  if (items.length === 0) return { errors: [], journal: null };
   const { path: journal, body } = writeJournal(items);
   const dir = dirname(journal);
-  let keepJournal = false;
-  const results = items.map((it, i): ErrorRecord | null => {
+  let keepJournal = defer;
+  const errors = items.map((it, i): ErrorRecord | null => {
     let fd = -1;
     try {
       fd = openSync(it.path, "r+");
       for (const e of it.edits) writeFully(fd, e.bytes, e.offset);
       if (fstatSync(fd).size !== it.newSize) throw new ElfPatchError(ErrorCode.INTERNAL, "Edited file has an unexpected size");
       it.verify(fd);
-      fdatasyncSync(fd);
+      if (!defer) fdatasyncSync(fd);
       return null;
     } catch (err) {
       if (fd >= 0) closeSync(fd);
@@ -135,7 +138,30 @@ export function writeEditsInPlace(items: InPlaceItem[]): (ErrorRecord | null)[] 
     unlinkSync(journal);
     syncDir(dir);
   }
-  return results;
+  return { errors, journal: keepJournal && defer ? journal : null };
+}
+
+/**
+ * Ends a group commit: makes every file edited under `journals` durable — one `syncfs` per file
+ * system (coreutils `sync -f`), or an fdatasync per file when that is not available — and only
+ * then removes the journals. Until then a crash leaves journals that roll every file back.
+ */
+export function commitJournals(journals: string[], files: string[]): void {
+  if (journals.length === 0) return;
+  const dirs = [...new Set(journals.map((j) => dirname(j)))];
+  const synced = spawnSync("sync", ["-f", ...dirs], { stdio: "ignore" }).status === 0;
+  if (!synced) {
+    for (const f of files) {
+      const fd = openSync(f, "r");
+      try {
+        fdatasyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    }
+  }
+  for (const j of journals) unlinkSync(j);
+  for (const d of dirs) syncDir(d);
 }
 
 export type RecoverOutcome = "rolled-back" | "discarded";

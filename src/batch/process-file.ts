@@ -58,6 +58,8 @@ export interface FileRecord {
   error?: ErrorRecord;
   /** After-patch resolution (`patch --json`; see batch/resolution.ts). */
   resolution?: import("./resolution.js").ResolutionSummary;
+  /** Internal: the undo journal to commit at the end of the batch (never in the output). */
+  journal?: string;
   /** Hard links inside the batch that were pointed at the new version. */
   relinked?: string[];
   /** Why a file was skipped (`duplicate`, `symlink-outside`, `excluded`). */
@@ -186,23 +188,28 @@ function writeRenamed(engine: CoreEngine, p: PlannedFile, keepInfo: boolean, dir
   }
 }
 
-/** Writes the planned files; those edited in place share one undo journal. */
-export function writePlanned(engine: CoreEngine, planned: PlannedFile[], spec: BatchSpec, keepInfo = false): void {
+/**
+ * Writes the planned files; those edited in place share one undo journal. With `defer`, the
+ * in-place files are made durable later by `commitJournals` (their records carry the journal).
+ */
+export function writePlanned(engine: CoreEngine, planned: PlannedFile[], spec: BatchSpec, keepInfo = false, defer = false): void {
   const inPlace = planned.filter((p) => p.plan && writesInPlace(spec, p));
   const dirs = new Set<string>();
   for (const p of planned) if (p.plan && !writesInPlace(spec, p)) writeRenamed(engine, p, keepInfo, dirs);
   for (const d of dirs) syncDir(d);
-  const results = writeEditsInPlace(
+  const { errors, journal } = writeEditsInPlace(
     inPlace.map((p) => ({ path: p.rec.path, edits: p.plan!.edits, newSize: p.plan!.newSize, verify: verifier(engine, p, keepInfo) })),
+    defer,
   );
   inPlace.forEach((p, i) => {
-    const err = results[i];
+    const err = errors[i];
     if (err) {
       p.rec.status = "failed";
       p.rec.error = err;
     } else {
       p.rec.status = "patched";
       p.rec.write = "in-place";
+      if (journal) p.rec.journal = journal;
     }
   });
 }
@@ -234,7 +241,7 @@ export function processShard(
     if (!p.plan) onFile(i);
     return p;
   });
-  writePlanned(engine, planned, spec);
+  writePlanned(engine, planned, spec, false, true);
   planned.forEach((p, i) => p.plan && onFile(i));
   return planned.map((p) => p.rec);
 }

@@ -11,7 +11,7 @@ import { LibraryProbe } from "../policy/rpath.js";
 import { Pool } from "../pool/pool.js";
 import { scan, type ScanOptions, type SkippedFile } from "../scan/walk.js";
 import { shard } from "../scan/shard.js";
-import { recoverJournal } from "./journal.js";
+import { commitJournals, recoverJournal } from "./journal.js";
 import { processShard, type BatchSpec, type FileRecord } from "./process-file.js";
 
 export interface BatchOptions {
@@ -100,6 +100,13 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
     await Promise.all([inline(), ...Array.from({ length: workers }, () => worker(pool!))]);
   } finally {
     if (pool !== null) await pool.close();
+  }
+  // Group commit of the in-place edits: one sync, then the journals go.
+  const pending = records.filter((r) => r.journal !== undefined);
+  try {
+    commitJournals([...new Set(pending.map((r) => r.journal!))], pending.map((r) => r.path));
+  } finally {
+    for (const r of pending) delete r.journal;
   }
   records.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   return { records, summary: summarize(records, found.skipped, recovered, performance.now() - t0) };
