@@ -21,6 +21,11 @@ export function planEdits(elf: Elf, req: Request, p: Plan): Status {
   const needsDynamic = req.soname !== null || req.removeRpath || req.rpath !== null ||
     req.removeNeeded.length > 0 || req.replaceOld.length > 0 || req.addNeeded.length > 0 || req.noDefaultLib;
   if (s == Status.Ok && needsDynamic && elf.dynIndex < 0) s = Status.NoDynamic;
+  // The loader reads .dynamic at p_vaddr: edits at p_offset must be the bytes it maps there.
+  if (s == Status.Ok && needsDynamic) {
+    const d = unchecked(elf.segments[elf.dynIndex]);
+    if (elf.offFromAddr(d.vaddr, d.filesz) != d.off) s = Status.BadDynamic;
+  }
   if (s == Status.Ok && req.soname !== null) s = setString(p, DT_SONAME, req.soname!, DT_SONAME, false);
   if (s == Status.Ok && req.removeRpath) removeTags(p, DT_RPATH, DT_RUNPATH);
   if (s == Status.Ok && req.rpath !== null) {
