@@ -24,6 +24,7 @@
  * setgid bits included) kept by a default-mode patch, and a read-only file of an unprivileged user
  * (run as uid 65534 when the tests run as root).
  */
+import type { BatchSummary } from "../../src/batch/run.js";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
@@ -73,21 +74,7 @@ interface Rec {
   [k: string]: unknown;
 }
 
-interface Summary {
-  schema: number;
-  type: "summary";
-  files: number;
-  patched: number;
-  wouldPatch: number;
-  unchanged: number;
-  skipped: number;
-  failed: number;
-  notElf: number;
-  bytesAdded: number;
-  strategies: Record<string, number>;
-  recovered: string[];
-  elapsedMs: number;
-}
+type Summary = BatchSummary & { schema: number };
 
 function cli(args: string[], as?: { uid: number; gid: number }): CliResult {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 120_000, ...(as ?? {}) });

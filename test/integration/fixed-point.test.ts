@@ -52,7 +52,7 @@ import { recipes } from "../../fixtures/recipes.js";
 import { inspectFile, isFileError, LibraryProbe, patchFile, type PatchResult, type RpathPolicy } from "../../src/index.js";
 import type { ElfInfo, FileError, Strategy } from "../../src/core/types.js";
 import { CROSS_PACKAGES, crossPackageDir, crossPackageReady, findElfFiles, HOST_LIB_DIR, pythonSitePackages } from "../corpus/list.js";
-import { dlopenMany, type DlopenOutcome } from "../support/dlopen-many.js";
+import { dlopenMany, dlopenPreloads, type DlopenOutcome } from "../support/dlopen-many.js";
 import { buildFixtures, cacheRoot, copyFixtureTree, fixtureRelPath } from "../support/fixtures.js";
 import { has, LDSO, runProgram, type RunResult } from "../support/oracle.js";
 
@@ -297,22 +297,6 @@ function addGroup(group: string, root: string, pairs: [string, string][], policy
   }
 }
 
-/** libpython (for extension modules) and libperl (for perl XS modules), when present. */
-function preloads(): string[] {
-  const out: string[] = [];
-  const perl = fs.readdirSync(HOST_LIB_DIR).find((f) => /^libperl\.so\.[\d.]+$/.test(f));
-  if (perl) out.push(path.join(HOST_LIB_DIR, perl));
-  try {
-    const code = "import sysconfig, json; print(json.dumps([sysconfig.get_config_var(k) for k in ('LIBDIR', 'INSTSONAME')]))";
-    const [dir, name] = JSON.parse(
-      execFileSync("python3", ["-c", code], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], timeout: 30_000 }),
-    ) as [string | null, string | null];
-    if (dir && name && fs.existsSync(path.join(dir, name))) out.push(path.join(dir, name));
-  } catch {
-    // no python3
-  }
-  return out;
-}
 
 const PY_CODE = [
   "import numpy, scipy, scipy.linalg, scipy.sparse",
@@ -423,7 +407,7 @@ describe.skipIf(!TOOLS_READY)("the seed recipe reaches a fixed point", () => {
     timings.push(`baseline tools (${srcs.length} files) ${ms(t1)}`);
 
     t1 = Date.now();
-    preload = preloads();
+    preload = dlopenPreloads(fs.readdirSync(HOST_LIB_DIR).map((f) => path.join(HOST_LIB_DIR, f)));
     const loads = items.filter((it) => loadGroups.has(it.group));
     (await dlopenGrouped(loads)).forEach((o, k) => (loads[k].baseDlopen = o));
     timings.push(`baseline dlopen (${loads.length} files) ${ms(t1)}`);

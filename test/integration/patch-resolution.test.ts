@@ -28,9 +28,9 @@ describe.skipIf(!has("gcc"))("patch --json resolution", () => {
 
   it("reports where each NEEDED resolves after the patch", () => {
     const before = run(["--dry-run"]); // nothing to do: unchanged records still carry no resolution under --dry-run
-    expect(before.find((r) => r.path.endsWith("_e.so")).resolution).toBeUndefined();
+    expect(before.find((r) => r.path.endsWith("_e.so"))!.resolution).toBeUndefined();
     const recs = run(["--set-rpath", "$ORIGIN/libs"]);
-    const e = recs.find((r) => r.path.endsWith("_e.so"));
+    const e = recs.find((r) => r.path.endsWith("_e.so"))!;
     expect(e.status).toBe("patched");
     expect(e.resolution.status).toBe("ok");
     expect(e.resolution.missing).toEqual([]);
@@ -40,10 +40,10 @@ describe.skipIf(!has("gcc"))("patch --json resolution", () => {
 
   it("reports a library that still does not resolve, and --no-resolve leaves the field out", () => {
     const recs = run(["--remove-rpath"]);
-    const e = recs.find((r) => r.path.endsWith("_e.so"));
+    const e = recs.find((r) => r.path.endsWith("_e.so"))!;
     expect(e.resolution.status).toBe("unresolved");
     expect(e.resolution.missing).toEqual(["libd.so"]);
     const quiet = run(["--remove-rpath", "--no-resolve"]);
-    expect(quiet.find((r) => r.path.endsWith("_e.so")).resolution).toBeUndefined();
+    expect(quiet.find((r) => r.path.endsWith("_e.so"))!.resolution).toBeUndefined();
   });
 });

@@ -40,7 +40,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectFile, isFileError, patchFile } from "../../src/index.js";
 import type { EditRequest, ElfInfo, RunpathTag } from "../../src/core/types.js";
 import { HOST_LIB_DIR, listCorpus, pythonSitePackages } from "../corpus/list.js";
-import { dlopenMany, type DlopenOutcome } from "../support/dlopen-many.js";
+import { dlopenMany, dlopenPreloads, type DlopenOutcome } from "../support/dlopen-many.js";
 import { LDSO, dynString, flags1, has, ldsoList, type DynEntry } from "../support/oracle.js";
 
 const TOOLS_READY = ["readelf", "eu-elflint", "gcc", LDSO].every(has);
@@ -535,22 +535,6 @@ function rpathDirs(lib: Lib): string[] {
     .map((e) => path.resolve(dir, e.replace(/\$\{ORIGIN\}|\$ORIGIN/g, dir)));
 }
 
-/** libpython (for extension modules) and libperl (for perl XS modules), when present. */
-function preloads(hostFiles: string[]): string[] {
-  const out: string[] = [];
-  const perl = hostFiles.find((f) => /\/libperl\.so\.[\d.]+$/.test(f));
-  if (perl) out.push(perl);
-  try {
-    const code = "import sysconfig, json; print(json.dumps([sysconfig.get_config_var(k) for k in ('LIBDIR', 'INSTSONAME')]))";
-    const [dir, name] = JSON.parse(
-      execFileSync("python3", ["-c", code], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], timeout: 30_000 }),
-    ) as [string | null, string | null];
-    if (dir && name && fs.existsSync(path.join(dir, name))) out.push(path.join(dir, name));
-  } catch {
-    // No python3: the wheels group is empty anyway.
-  }
-  return out;
-}
 
 const real = (l: Lib): boolean => l.info.type === "DYN" && l.info.hasDynamic && l.info.interpreter === null;
 
@@ -594,7 +578,7 @@ describe.skipIf(!TOOLS_READY)("edited copies of real libraries", () => {
         fs.copyFileSync(lib.tree, lib.file, fs.constants.COPYFILE_FICLONE);
       }
     }
-    preload = preloads(libs.filter((l) => l.group === "host").map((l) => l.src));
+    preload = dlopenPreloads(libs.filter((l) => l.group === "host").map((l) => l.src));
     await pool(libs, CONCURRENCY, async (lib) => {
       [lib.state, lib.lint] = await Promise.all([readState(lib.file), lint(lib.file)]);
     });

@@ -210,3 +210,23 @@ export async function dlopenMany(files: string[], opts: DlopenManyOptions = {}):
   await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 2) }, worker));
   return out;
 }
+
+/**
+ * Libraries to preload so that modules load on their own: libpython (for extension modules)
+ * and libperl (for perl XS modules), when present. `hostFiles`: where to look for libperl.
+ */
+export function dlopenPreloads(hostFiles: string[]): string[] {
+  const out: string[] = [];
+  const perl = hostFiles.find((f) => /\/libperl\.so\.[\d.]+$/.test(f));
+  if (perl) out.push(perl);
+  try {
+    const code = "import sysconfig, json; print(json.dumps([sysconfig.get_config_var(k) for k in ('LIBDIR', 'INSTSONAME')]))";
+    const [dir, name] = JSON.parse(
+      execFileSync("python3", ["-c", code], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], timeout: 30_000 }),
+    ) as [string | null, string | null];
+    if (dir && name && fs.existsSync(path.join(dir, name))) out.push(path.join(dir, name));
+  } catch {
+    // No python3: no extension modules to load either.
+  }
+  return out;
+}
