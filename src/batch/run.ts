@@ -14,6 +14,9 @@ import { shard } from "../scan/shard.js";
 import { commitJournals, recoverJournal } from "./journal.js";
 import { processShard, type BatchSpec, type FileRecord } from "./process-file.js";
 
+/** How long the main thread works alone before worker threads are started. */
+const POOL_AFTER_MS = 150;
+
 export interface BatchOptions {
   jobs: number;
   scan?: ScanOptions;
@@ -80,24 +83,30 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
   opts.onStart?.(found.files.length, total);
   const onFile = opts.onFile ?? (() => {});
   // The main thread is one of the `jobs` threads: it works through shards alongside jobs - 1
-  // workers (one thread fewer to start, and one Wasm memory fewer: flatter peak RSS).
+  // workers (one thread fewer to start, and one Wasm memory fewer: flatter peak RSS). The workers
+  // start only once the main thread has been busy for POOL_AFTER_MS with work still left:
+  // starting threads costs more than a whole re-run of a patched tree takes.
   const shards = shard(found.files, { threads: Math.max(1, opts.jobs) });
   const engine = CoreEngine.create();
   const probe = new LibraryProbe();
   const workers = Math.min(opts.jobs, shards.length) - 1;
-  const pool = workers > 0 ? new Pool(workers) : null;
-  const inline = async (): Promise<void> => {
-    for (let s = shards.shift(); s !== undefined; s = shards.shift()) {
-      const files = s;
-      records.push(...processShard(engine, files, spec, probe, (i) => onFile(files[i]!.size)));
-      if (pool !== null) await new Promise<void>((r) => setImmediate(r)); // let worker results through
-    }
-  };
+  let pool: Pool | null = null;
+  const running: Promise<void>[] = [];
   const worker = async (p: Pool): Promise<void> => {
     for (let s = shards.shift(); s !== undefined; s = shards.shift()) records.push(...(await p.run(s, spec, onFile)));
   };
+  const t1 = performance.now();
   try {
-    await Promise.all([inline(), ...Array.from({ length: workers }, () => worker(pool!))]);
+    for (let s = shards.shift(); s !== undefined; s = shards.shift()) {
+      const files = s;
+      records.push(...processShard(engine, files, spec, probe, (i) => onFile(files[i]!.size)));
+      if (pool === null && workers > 0 && shards.length > 0 && performance.now() - t1 > POOL_AFTER_MS) {
+        pool = new Pool(workers);
+        for (let i = 0; i < workers; i++) running.push(worker(pool));
+      }
+      if (pool !== null) await new Promise<void>((r) => setImmediate(r)); // let worker results through
+    }
+    await Promise.all(running);
   } finally {
     if (pool !== null) await pool.close();
   }
