@@ -285,7 +285,9 @@ describe.skipIf(!READY)("patch --in-place under SIGKILL", () => {
     let rolledBack = 0;
     const problems: string[] = [];
     let rounds = 0;
-    for (let round = 0; round < MAX_ROUNDS && (round < ROUNDS || killed < MIN_KILLED); round++) {
+    // Rounds go on (bounded) until enough kills landed, several of them mid-batch with rollbacks.
+    const enough = (): boolean => killed >= MIN_KILLED && mixed >= 3 && rolledBack >= 1;
+    for (let round = 0; round < MAX_ROUNDS && (round < ROUNDS || !enough()); round++) {
       rounds++;
       freshCopy(target);
       const delay = Math.round(5 + random() * Math.max(1, fullRunMs - 5));
