@@ -119,6 +119,9 @@ function forEachRun(chunks: Chunk[], fn: (c: Chunk, start: usize, end: usize, ou
     }
     let i: usize = 0;
     while (i < n) {
+      // Equal bytes are skipped a word at a time: most of a copied chunk is unchanged.
+      while (i + 8 <= n && load<u64>(c.work + i) == load<u64>(c.orig + i)) i += 8;
+      if (i >= n) break;
       if (load<u8>(c.work + i) == load<u8>(c.orig + i)) {
         i++;
         continue;
