@@ -4,14 +4,15 @@
  * `--jobs 1`), and aggregate the summary. Records come back sorted by path, so the same tree and
  * options give the same report.
  */
-import { unlinkSync } from "node:fs";
+import { readdirSync, unlinkSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { CoreEngine } from "../core/engine.js";
-import { toErrorRecord } from "../errors.js";
+import { ErrorCode, toErrorRecord } from "../errors.js";
 import { LibraryProbe } from "../policy/rpath.js";
 import { Pool } from "../pool/pool.js";
 import { scan, type ScanOptions, type SkippedFile } from "../scan/walk.js";
 import { shard } from "../scan/shard.js";
-import { commitJournals, recoverJournal } from "./journal.js";
+import { commitJournals, recoverJournal, UNDO_SUFFIX } from "./journal.js";
 import { processShard, type BatchSpec, type FileRecord } from "./process-file.js";
 
 /** How long the main thread works alone before worker threads are started. */
@@ -110,6 +111,7 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
   } finally {
     if (pool !== null) await pool.close();
   }
+  rollBackCrashedShards(records);
   // Group commit of the in-place edits: one sync, then the journals go.
   const pending = records.filter((r) => r.journal !== undefined);
   try {
@@ -119,6 +121,24 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
   }
   records.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   return { records, summary: summarize(records, found.skipped, recovered, performance.now() - t0) };
+}
+
+/**
+ * A worker that died mid-shard may have left files edited in place under a journal nobody will
+ * commit: roll those files back now (the journals this process wrote are named after its pid),
+ * so a failed file is never left modified.
+ */
+export function rollBackCrashedShards(records: FileRecord[]): void {
+  const crashed = records.filter((r) => r.error?.code === ErrorCode.POOL_WORKER_CRASHED);
+  if (crashed.length === 0) return;
+  const committed = new Set(records.map((r) => r.journal).filter((j) => j !== undefined));
+  const prefix = `.elfpatch-${process.pid}-`;
+  for (const dir of new Set(crashed.map((r) => dirname(r.path)))) {
+    for (const name of readdirSync(dir)) {
+      const j = join(dir, name);
+      if (name.startsWith(prefix) && name.endsWith(UNDO_SUFFIX) && !committed.has(j)) recoverJournal(j);
+    }
+  }
 }
 
 function summarize(records: FileRecord[], skipped: SkippedFile[], recovered: string[], elapsedMs: number): BatchSummary {
