@@ -134,9 +134,13 @@ export function rollBackCrashedShards(records: FileRecord[]): void {
   const committed = new Set(records.map((r) => r.journal).filter((j) => j !== undefined));
   const prefix = `.elfpatch-${process.pid}-`;
   for (const dir of new Set(crashed.map((r) => dirname(r.path)))) {
-    for (const name of readdirSync(dir)) {
-      const j = join(dir, name);
-      if (name.startsWith(prefix) && name.endsWith(UNDO_SUFFIX) && !committed.has(j)) recoverJournal(j);
+    try {
+      for (const name of readdirSync(dir)) {
+        const j = join(dir, name);
+        if (name.startsWith(prefix) && name.endsWith(UNDO_SUFFIX) && !committed.has(j)) recoverJournal(j);
+      }
+    } catch {
+      // The journal stays for the next run (or `elfpatch recover`) to roll back.
     }
   }
 }
