@@ -2,13 +2,15 @@
  * `npm start`: builds a small venv-like demo tree in a temp dir (C sources from fixtures/src
  * compiled with gcc, plus copies of system libraries), then runs the batch patcher with the seed
  * recipe twice — force DT_RPATH, add a Nix-profile-like lib dir, shrink to `$ORIGIN` and the
- * profile — and prints what it did. The second run must change nothing. The temp dir is removed.
+ * profile — and prints what it did (the second run must change nothing), then where every
+ * DT_NEEDED resolves. The temp dir is removed.
  */
 import { execFileSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { attachResolution } from "../batch/resolution.js";
 import { runBatch } from "../batch/run.js";
 import type { BatchSpec } from "../batch/process-file.js";
 import { defaultJobs } from "../pool/pool.js";
@@ -80,6 +82,16 @@ async function main(): Promise<void> {
         console.log(`  ${rel(r.path)}: ${what}${rp !== undefined && rp !== null ? `  rpath=${JSON.stringify(rp.replaceAll(dir, "<demo>"))}` : ""}`);
       }
       console.log(`  ${renderSummary(summary)}`);
+      if (round === 2) {
+        // The second half of the product: where every DT_NEEDED now resolves, by glibc's rules.
+        attachResolution(records);
+        console.log("\nResolution report (elfpatch check):");
+        for (const r of records.filter((x) => x.resolution)) {
+          const where = (p: string | null): string => (p === null ? "NOT FOUND" : p.startsWith(dir) ? rel(p) : p);
+          const libs = r.resolution!.needed.map((n) => `${n.name} => ${where(n.path)} (${n.via ?? "-"})`);
+          console.log(`  ${rel(r.path)}: ${r.resolution!.status}${libs.length ? `; ${libs.join(", ")}` : ""}`);
+        }
+      }
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
