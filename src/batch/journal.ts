@@ -112,10 +112,13 @@ export function writeEditsInPlace(items: InPlaceItem[], defer = false): { errors
   const { path: journal, body } = writeJournal(items);
   const dir = dirname(journal);
   let keepJournal = defer;
+  let failedRollback = false;
   const errors = items.map((it, i): ErrorRecord | null => {
     let fd = -1;
+    let touched = false;
     try {
-      fd = openSync(it.path, "r+");
+      fd = openSync(it.path, "r+"); // ETXTBSY for a running program: nothing written, nothing to undo
+      touched = true;
       for (const e of it.edits) writeFully(fd, e.bytes, e.offset);
       if (fstatSync(fd).size !== it.newSize) throw new ElfPatchError(ErrorCode.INTERNAL, "Edited file has an unexpected size");
       it.verify(fd);
@@ -124,21 +127,27 @@ export function writeEditsInPlace(items: InPlaceItem[], defer = false): { errors
     } catch (err) {
       if (fd >= 0) closeSync(fd);
       fd = -1;
-      try {
-        rollBack(dir, body.files[i]!);
-      } catch {
-        keepJournal = true; // the next run (or `elfpatch recover`) rolls this file back
+      if (touched) {
+        try {
+          rollBack(dir, body.files[i]!);
+        } catch {
+          keepJournal = true; // the next run (or `elfpatch recover`) rolls this file back
+          failedRollback = true;
+        }
       }
       return toErrorRecord(err);
     } finally {
       if (fd >= 0) closeSync(fd);
     }
   });
-  if (!keepJournal) {
+  // Deferred, the journal waits for the group commit, unless no file of it was edited after all.
+  const pending = defer && errors.some((e) => e === null);
+  if (!keepJournal || (defer && !pending && !failedRollback)) {
     unlinkSync(journal);
     syncDir(dir);
+    return { errors, journal: null };
   }
-  return { errors, journal: keepJournal && defer ? journal : null };
+  return { errors, journal: pending && !failedRollback ? journal : null };
 }
 
 /**
