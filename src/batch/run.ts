@@ -102,7 +102,7 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
       const files = s;
       records.push(...processShard(engine, files, spec, probe, (i) => onFile(files[i]!.size)));
       if (pool === null && workers > 0 && shards.length > 0 && performance.now() - t1 > POOL_AFTER_MS) {
-        pool = new Pool(workers);
+        pool = await Pool.create(workers);
         for (let i = 0; i < workers; i++) running.push(worker(pool));
       }
       if (pool !== null) await new Promise<void>((r) => setImmediate(r)); // let worker results through

@@ -8,7 +8,7 @@ import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MessageChannel } from "node:worker_threads";
-import { Piscina } from "piscina";
+import type { Piscina } from "piscina";
 import { coreModule } from "../core/module.js";
 import { ElfPatchError, ErrorCode } from "../errors.js";
 import type { BatchSpec, FileRecord } from "../batch/process-file.js";
@@ -33,10 +33,12 @@ export function defaultJobs(): number {
 }
 
 export class Pool {
-  private piscina: Piscina;
+  private constructor(private readonly piscina: Piscina) {}
 
-  constructor(threads: number) {
-    this.piscina = new Piscina({
+  /** Starts `threads` workers. piscina is loaded here, so runs that need no pool never load it. */
+  static async create(threads: number): Promise<Pool> {
+    const { Piscina } = await import("piscina");
+    return new Pool(new Piscina({
       filename: workerPath(),
       workerData: { module: coreModule() },
       minThreads: threads,
@@ -44,7 +46,7 @@ export class Pool {
       idleTimeout: 1000,
       // Workers keep little JS state (records of one shard): small heaps keep the batch's RSS flat.
       resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 96 },
-    });
+    }));
   }
 
   /** Runs one shard; never rejects: a crashed worker becomes error records. */

@@ -29,7 +29,7 @@ describe("worker pool", () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it("patches a shard in a worker and reports progress per file", async () => {
-    const pool = new Pool(1);
+    const pool = await Pool.create(1);
     let progress = 0;
     try {
       const recs = await pool.run(files, spec, () => progress++);
@@ -41,7 +41,7 @@ describe("worker pool", () => {
   });
 
   it("turns a worker that dies into POOL_WORKER_CRASHED records and keeps serving", async () => {
-    const pool = new Pool(1);
+    const pool = await Pool.create(1);
     const internal = pool as unknown as { piscina: { threads: { terminate(): Promise<number> }[] } };
     try {
       // Warm up so the thread exists, then kill it while it holds the next shard.
