@@ -30,6 +30,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { repoRoot } from "../support/fixtures.js";
+import { rng } from "../support/rng.js";
+import { isElf } from "../../src/scan/walk.js";
 
 const CLI = path.join(repoRoot, "build", "js", "cli", "main.js");
 const LIB_DIR = "/usr/lib/x86_64-linux-gnu";
@@ -70,15 +72,6 @@ function cli(args: string[]): { status: number | null; stdout: string; stderr: s
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-function isElf(file: string): boolean {
-  const fd = fs.openSync(file, "r");
-  try {
-    const b = Buffer.alloc(4);
-    return fs.readSync(fd, b, 0, 4, 0) === 4 && b.readUInt32BE(0) === 0x7f454c46;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 /** The failed records of NDJSON output, as `name: code message` (for problem reports). */
 function failures(stdout: string): string {
@@ -91,18 +84,6 @@ function failures(stdout: string): string {
     .join("; ");
 }
 
-/** xorshift32 in [0, 1). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 0x1_0000_0000;
-  };
-}
 
 function freshCopy(dir: string): void {
   fs.rmSync(dir, { recursive: true, force: true });

@@ -9,6 +9,7 @@ import { ElfPatchError, ErrorCode } from "../../../src/errors.js";
 import { ParseFlag } from "../../../src/shared/abi.js";
 import { Status } from "../../../src/shared/status.js";
 import type { EditRequest } from "../../../src/core/types.js";
+import { rng } from "../../support/rng.js";
 
 const HOST = "/usr/lib/x86_64-linux-gnu";
 const SMALL = `${HOST}/libdl.so.2`; // 14 KB, has Verdef, Verneed, GNU hash
@@ -47,18 +48,6 @@ function errorCodeOf(status: Status): string {
   return `ELF_STATUS_${status}`;
 }
 
-/** A tiny deterministic PRNG (xorshift32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 2 ** 32;
-  };
-}
 
 const flavors = ["debug", "release"] as const;
 

@@ -10,21 +10,10 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { shard } from "../../../src/scan/shard.js";
 import type { ScannedFile } from "../../../src/scan/walk.js";
+import { rng } from "../../support/rng.js";
 
 const LIB_DIR = "/usr/lib/x86_64-linux-gnu";
 
-/** xorshift32: deterministic sizes for every run. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 0x1_0000_0000;
-  };
-}
 
 function files(sizes: number[], prefix = "/batch/f"): ScannedFile[] {
   return sizes.map((size, i) => ({ path: `${prefix}${String(i).padStart(5, "0")}.so`, size, dev: 1, ino: 1000 + i, nlink: 1 }));
