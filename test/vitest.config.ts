@@ -1,11 +1,15 @@
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
 // One config, two kinds of test files:
 // - test/unit/**: in-process, call the engine and the wasm core directly; milliseconds each.
 // - test/integration/**: spawn real tools (gcc, readelf, eu-elflint, ld.so, the built CLI) on
 //   real ELF files; slower, so they get a longer timeout.
-// `npm test` runs `npm run build` first (pretest), so build/ is always current.
+// `npm test` runs `npm run build` and the type check first (pretest), so build/ is always current.
+// The config lives in test/ (the top level keeps the project's fixed layout); paths are relative
+// to the package root.
 export default defineConfig({
+  root: fileURLToPath(new URL("..", import.meta.url)),
   test: {
     include: ["test/**/*.test.ts"],
     testTimeout: 300_000,
