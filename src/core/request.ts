@@ -45,11 +45,6 @@ export function encodeRequest(req: EditRequest): Uint8Array {
   return out;
 }
 
-/** Whether the request asks for anything at all. */
-export function isEmptyRequest(req: EditRequest): boolean {
-  return encodeRequest(req).length === 0;
-}
-
 /**
  * Whether `req` would leave a file with this info unchanged, judged from the parsed dynamic info
  * alone, exactly as the core's planner decides (it then plans no edit). Lets a re-run skip the

@@ -6,7 +6,7 @@
  * the old inode keep the old bytes (uv's cache stays intact).
  */
 import {
-  chmodSync, closeSync, constants, copyFileSync, fchmodSync, fchownSync, fstatSync, fsyncSync, linkSync, openSync, renameSync,
+  chmodSync, closeSync, constants, copyFileSync, fchmodSync, fchownSync, fstatSync, fsyncSync, linkSync, openSync, renameSync, statSync,
   unlinkSync, writeSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
@@ -36,7 +36,7 @@ export function writeEditsAtomically(
   const tmp = tempPathFor(target);
   let fd = -1;
   try {
-    const st = fstatOf(target);
+    const st = statSync(target);
     copyFileSync(target, tmp, constants.COPYFILE_FICLONE);
     // The copy has the original's mode; a read-only file must still be writable to us while we edit it.
     chmodSync(tmp, (st.mode & 0o7777) | 0o200);
@@ -82,16 +82,6 @@ export function relinkAtomically(source: string, other: string): void {
     throw err;
   }
   syncDir(dirname(other));
-}
-
-function fstatOf(path: string): { uid: number; gid: number; mode: number } {
-  const fd = openSync(path, "r");
-  try {
-    const st = fstatSync(fd);
-    return { uid: st.uid, gid: st.gid, mode: st.mode };
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** Writes all of `bytes` at `offset` (pwrite may write less than asked). */

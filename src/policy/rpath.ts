@@ -8,9 +8,9 @@
  *   2. `add`: append each directory not already present;
  *   3. `allowedPrefixes`: keep only entries under one of the prefixes (whole path components;
  *      `$ORIGIN` and `${ORIGIN}` are prefixes like any other);
- *   4. `shrink`: keep entries that are not absolute (`$ORIGIN/...`), and absolute directories that
- *      provide a `DT_NEEDED` library no earlier entry provides (an ELF file of the same class and
- *      machine; `$ORIGIN` expanded to the file's directory); drop duplicates and empty entries.
+ *   4. `shrink`: keep entries that are not absolute (`$ORIGIN/...`, as patchelf does), and
+ *      absolute directories that provide a `DT_NEEDED` library no earlier entry provides (an ELF
+ *      file of the same class and machine); drop duplicates and empty entries.
  *      With `force` (DT_RPATH, which the libraries this file loads inherit), a directory is also
  *      kept when it serves a dependency of a dependency through this file's run path, as the
  *      static resolver answers by glibc's rules (patchelf looks at direct NEEDED only and drops
@@ -83,10 +83,6 @@ export function underPrefix(entry: string, prefix: string): boolean {
   return entry.startsWith(p + "/");
 }
 
-function expandOrigin(entry: string, file: string): string {
-  return entry.replace(/^(\$ORIGIN|\$\{ORIGIN\})/, dirname(file));
-}
-
 /** The final run path entries for `info` (read from `file`) under `policy`. */
 export function computeRunpath(info: ElfInfo, file: string, policy: RpathPolicy, probe: LibraryProbe): string[] {
   const current = info.runpath ?? info.rpath;
@@ -95,7 +91,7 @@ export function computeRunpath(info: ElfInfo, file: string, policy: RpathPolicy,
   const prefixes = policy.allowedPrefixes ?? [];
   if (prefixes.length) entries = entries.filter((e) => prefixes.some((p) => underPrefix(e, p)));
   if (policy.shrink) {
-    const direct = shrink(entries, info, file, probe);
+    const direct = shrink(entries, info, probe);
     entries = policy.force ? keepTransitive(entries, direct, info, file, probe) : direct;
   }
   return entries;
@@ -123,7 +119,7 @@ function split(s: string): string[] {
   return s === "" ? [] : s.split(":");
 }
 
-function shrink(entries: string[], info: ElfInfo, file: string, probe: LibraryProbe): string[] {
+function shrink(entries: string[], info: ElfInfo, probe: LibraryProbe): string[] {
   const want = `${info.class}:${info.machine.number}`;
   const found = new Set<string>();
   const kept: string[] = [];
@@ -133,8 +129,7 @@ function shrink(entries: string[], info: ElfInfo, file: string, probe: LibraryPr
       kept.push(e); // $ORIGIN-relative and relative entries are kept, as patchelf does
       continue;
     }
-    const dir = expandOrigin(e, file);
-    const provides = info.needed.filter((n) => !found.has(n) && !n.includes("/") && probe.identity(join(dir, n)) === want);
+    const provides = info.needed.filter((n) => !found.has(n) && !n.includes("/") && probe.identity(join(e, n)) === want);
     if (provides.length) {
       provides.forEach((n) => found.add(n));
       kept.push(e);

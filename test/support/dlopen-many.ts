@@ -17,10 +17,9 @@
  * dies anyway or prints the wrong number of lines, runs that chunk again one path per process.
  */
 import { execFile, execFileSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { cacheRoot } from "./fixtures.js";
+import { buildTool } from "./oracle.js";
 
 const SOURCE = String.raw`#define _GNU_SOURCE
 #include <dlfcn.h>
@@ -115,27 +114,9 @@ int main(int argc, char **argv) {
 }
 `;
 
-let tool: string | undefined;
-
 /** Builds the program once per source and compiler (cached on disk); returns its path. */
 export function dlopenManyTool(): string {
-  if (tool) return tool;
-  const hash = createHash("sha256").update(SOURCE).update(execFileSync("gcc", ["--version"])).digest("hex");
-  const exe = path.join(cacheRoot, "tools", `dlopen-many-${hash.slice(0, 16)}`);
-  if (!fs.existsSync(exe)) {
-    fs.mkdirSync(path.dirname(exe), { recursive: true });
-    const tmp = fs.mkdtempSync(`${exe}.tmp-`);
-    try {
-      const src = path.join(tmp, "dlopen-many.c");
-      fs.writeFileSync(src, SOURCE);
-      execFileSync("gcc", ["-O1", "-Wall", "-o", path.join(tmp, "dlopen-many"), src, "-ldl"], { stdio: "pipe" });
-      fs.renameSync(path.join(tmp, "dlopen-many"), exe); // atomic: concurrent builders race harmlessly
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
-  }
-  tool = exe;
-  return exe;
+  return buildTool("dlopen-many", SOURCE, ["-Wall"]);
 }
 
 export interface DlopenOutcome {

@@ -136,27 +136,36 @@ int main(int argc, char **argv) {
 }
 `;
 
-let dlopenTool: string | undefined;
+const tools = new Map<string, string>();
 
-/** Builds (once, cached in .cache/) the program that dlopens its argument with RTLD_NOW. */
-function dlopenProgram(): string {
-  if (dlopenTool) return dlopenTool;
-  const hash = createHash("sha256").update(DLOPEN_SOURCE).update(execFileSync("gcc", ["--version"])).digest("hex");
-  const exe = path.join(cacheRoot, "tools", `dlopen-check-${hash.slice(0, 16)}`);
+/**
+ * Compiles a small C helper once per source and compiler, cached in .cache/tools/; returns its
+ * path. The build happens in a temp dir renamed into place, so concurrent builders race harmlessly.
+ */
+export function buildTool(name: string, source: string, flags: string[] = []): string {
+  const hash = createHash("sha256").update(source).update(execFileSync("gcc", ["--version"])).digest("hex");
+  const exe = path.join(cacheRoot, "tools", `${name}-${hash.slice(0, 16)}`);
+  const known = tools.get(exe);
+  if (known) return known;
   if (!fs.existsSync(exe)) {
     fs.mkdirSync(path.dirname(exe), { recursive: true });
     const tmp = fs.mkdtempSync(`${exe}.tmp-`);
     try {
-      const src = path.join(tmp, "dlopen-check.c");
-      fs.writeFileSync(src, DLOPEN_SOURCE);
-      execFileSync("gcc", ["-O1", "-o", path.join(tmp, "dlopen-check"), src, "-ldl"], { stdio: "pipe" });
-      fs.renameSync(path.join(tmp, "dlopen-check"), exe);
+      const src = path.join(tmp, `${name}.c`);
+      fs.writeFileSync(src, source);
+      execFileSync("gcc", ["-O1", ...flags, "-o", path.join(tmp, name), src, "-ldl"], { stdio: "pipe" });
+      fs.renameSync(path.join(tmp, name), exe);
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }
   }
-  dlopenTool = exe;
+  tools.set(exe, exe);
   return exe;
+}
+
+/** The program that dlopens its argument with RTLD_NOW. */
+function dlopenProgram(): string {
+  return buildTool("dlopen-check", DLOPEN_SOURCE);
 }
 
 /** dlopen(file, RTLD_NOW) in a fresh process: ok, or the dlerror() text. */

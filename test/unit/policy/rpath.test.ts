@@ -79,7 +79,7 @@ describe("computeRunpath", () => {
     expect(computeRunpath(i, "/x.so", { shrink: true }, probe)).toEqual([provider]);
   });
 
-  it("shrink expands $ORIGIN to the file's directory", () => {
+  it("shrink keeps $ORIGIN-relative entries as written and drops absolute ones that serve nothing", () => {
     const i = info({ runpath: "/abs/elsewhere", rpath: null, needed: ["libc.so.6"] });
     const out = computeRunpath(i, join(dir, "x.so"), { add: ["$ORIGIN/provider"], shrink: true }, probe);
     expect(out).toEqual(["$ORIGIN/provider"]); // non-absolute entries are kept as written
