@@ -43,49 +43,60 @@ class Covered {
   ends: u64[] = [];
 }
 
-function compareU64(a: u64, b: u64): i32 {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/** Every live string offset: dynamic entries (current values), symbols, versions, and offset 0. */
-function liveRefs(p: Plan): u64[] {
-  const elf = p.elf;
-  const refs: u64[] = [0];
-  for (let i = 0, n = p.dyn.length; i < n; i++) {
-    const e = unchecked(p.dyn[i]);
-    if (isStringTag(e.tag) && e.val != u64.MAX_VALUE) refs.push(e.val);
+/**
+ * Marks every byte a live reference uses (offset 0, dynamic entries as they will be written,
+ * dynamic symbol names, `Verneed`/`Verdef` names): from each reference up to its NUL. A run that
+ * reaches a byte already marked stops there (the rest up to the NUL is marked already), so the
+ * cost is one pass over the table plus one step per reference, with no sorting.
+ */
+function markRef(mark: usize, base: usize, size: u64, r: u64): void {
+  if (r >= size) return; // validated at parse; defensive
+  for (let e = r; e < size; e++) {
+    if (load<u8>(mark + <usize>e) != 0) return;
+    store<u8>(mark + <usize>e, 1);
+    if (load<u8>(base + <usize>e) == 0) return;
   }
-  for (let i = 0, n = elf.symNames.length; i < n; i++) refs.push(<u64>unchecked(elf.symNames[i]));
-  for (let i = 0, n = p.vnFiles.length; i < n; i++) {
-    const v = unchecked(p.vnFiles[i]);
-    if (v != u64.MAX_VALUE) refs.push(v);
-  }
-  for (let i = 0, n = elf.verneeds.length; i < n; i++) {
-    const names = unchecked(elf.verneeds[i]).names;
-    for (let j = 0, m = names.length; j < m; j++) refs.push(<u64>unchecked(names[j]));
-  }
-  for (let i = 0, n = elf.verdefAllNames.length; i < n; i++) refs.push(<u64>unchecked(elf.verdefAllNames[i]));
-  refs.sort(compareU64);
-  return refs;
 }
 
 function covered(p: Plan): Covered {
   const elf = p.elf;
-  const refs = liveRefs(p);
   const c = new Covered();
   const base = elf.strPtr(0);
   const size = elf.strTableSize;
-  let curEnd: i64 = -1;
-  for (let i = 0, n = refs.length; i < n; i++) {
-    const r = unchecked(refs[i]);
-    if (r >= size) continue; // validated at parse; defensive
-    if (<i64>r <= curEnd) continue; // inside the current string: same terminator
-    let e = r;
-    while (e < size && load<u8>(base + <usize>e) != 0) e++;
-    c.starts.push(r);
-    c.ends.push(e);
-    curEnd = <i64>e;
+  if (size == 0) return c;
+  const mark = heap.alloc(<usize>size);
+  memory.fill(mark, 0, <usize>size);
+  markRef(mark, base, size, 0);
+  for (let i = 0, n = p.dyn.length; i < n; i++) {
+    const e = unchecked(p.dyn[i]);
+    if (isStringTag(e.tag) && e.val != u64.MAX_VALUE) markRef(mark, base, size, e.val);
   }
+  for (let i = 0, n = elf.symNames.length; i < n; i++) markRef(mark, base, size, <u64>unchecked(elf.symNames[i]));
+  for (let i = 0, n = p.vnFiles.length; i < n; i++) {
+    const v = unchecked(p.vnFiles[i]);
+    if (v != u64.MAX_VALUE) markRef(mark, base, size, v);
+  }
+  for (let i = 0, n = elf.verneeds.length; i < n; i++) {
+    const names = unchecked(elf.verneeds[i]).names;
+    for (let j = 0, m = names.length; j < m; j++) markRef(mark, base, size, <u64>unchecked(names[j]));
+  }
+  for (let i = 0, n = elf.verdefAllNames.length; i < n; i++) markRef(mark, base, size, <u64>unchecked(elf.verdefAllNames[i]));
+  // Intervals [first marked byte, its NUL] (or [start, size] for an unterminated last string).
+  let start: i64 = -1;
+  for (let i: u64 = 0; i < size; i++) {
+    if (load<u8>(mark + <usize>i) == 0) continue;
+    if (start < 0) start = <i64>i;
+    if (load<u8>(base + <usize>i) == 0) {
+      c.starts.push(<u64>start);
+      c.ends.push(i);
+      start = -1;
+    }
+  }
+  if (start >= 0) {
+    c.starts.push(<u64>start);
+    c.ends.push(size);
+  }
+  heap.free(mark);
   return c;
 }
 
