@@ -1,3 +1,5 @@
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
@@ -16,5 +18,7 @@ export default defineConfig({
     hookTimeout: 600_000,
     globalSetup: ["test/setup/global-setup.ts"],
     pool: "forks",
+    // The CLI keeps a result cache (by default under ~/.cache): tests keep theirs in a temp dir.
+    env: { ELFPATCH_CACHE_DIR: join(tmpdir(), `elfpatch-test-cache-${process.pid}`) },
   },
 });

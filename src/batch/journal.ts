@@ -20,7 +20,9 @@ import { ElfPatchError, ErrorCode, toErrorRecord, type ErrorRecord } from "../er
 import type { Edit } from "../core/types.js";
 import { syncDir, writeFully } from "../io/safe-write.js";
 
-export const UNDO_SUFFIX = ".elfpatch-undo";
+import { UNDO_SUFFIX } from "./temp-names.js";
+
+export { UNDO_SUFFIX };
 
 interface JournalFile {
   /** The edited file, relative to the journal's directory. */

@@ -6,14 +6,14 @@
  */
 import { readdirSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { CoreEngine } from "../core/engine.js";
 import { ErrorCode, toErrorRecord } from "../errors.js";
-import { LibraryProbe } from "../policy/rpath.js";
-import { Pool } from "../pool/pool.js";
-import { scan, type ScanOptions, type SkippedFile } from "../scan/walk.js";
+import type { Pool } from "../pool/pool.js";
+import { scan, type ScannedFile, type ScanOptions, type SkippedFile } from "../scan/walk.js";
 import { shard } from "../scan/shard.js";
-import { commitJournals, recoverJournal, UNDO_SUFFIX } from "./journal.js";
-import { processShard, type BatchSpec, type FileRecord } from "./process-file.js";
+import { takeConsulted, trackConsulted } from "../shared/consulted.js";
+import { ConsultedSet, type ResultCache } from "./cache.js";
+import type { BatchSpec, FileRecord } from "./process-file.js";
+import { UNDO_SUFFIX } from "./temp-names.js";
 
 /** How long the main thread works alone before worker threads are started. */
 const POOL_AFTER_MS = 150;
@@ -25,6 +25,8 @@ export interface BatchOptions {
   onFile?: (bytes: number) => void;
   /** Called once the scan knows how much there is to do. */
   onStart?: (files: number, bytes: number) => void;
+  /** Answers from earlier runs; this run's are saved to it (unless dry-run). */
+  cache?: ResultCache;
 }
 
 export interface BatchSummary {
@@ -36,6 +38,8 @@ export interface BatchSummary {
   skipped: number;
   failed: number;
   notElf: number;
+  /** Files answered from the result cache (not opened). */
+  cached: number;
   bytesAdded: number;
   strategies: Record<string, number>;
   recovered: string[];
@@ -55,11 +59,13 @@ function skippedRecord(s: SkippedFile): FileRecord {
 
 export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOptions): Promise<BatchResult> {
   const t0 = performance.now();
-  const found = scan(paths, opts.scan);
+  const cache = opts.cache;
+  const found = scan(paths, { ...opts.scan, ...(cache ? { cache } : {}) });
   const recovered: string[] = [];
   const records: FileRecord[] = [];
   for (const j of found.journals) {
     if (spec.dryRun) continue; // never write under --dry-run/--check
+    const { recoverJournal } = await import("./journal.js");
     try {
       const r = recoverJournal(j);
       recovered.push(...r.files);
@@ -80,21 +86,70 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
   for (const s of found.skipped) {
     if (s.reason !== "not-elf" && s.reason !== "not-regular" && s.reason !== "symlink-dangling") records.push(skippedRecord(s));
   }
+  records.push(...found.cached);
   const total = found.files.reduce((a, f) => a + f.size, 0);
+  const byPath = cache ? new Map(found.files.map((f) => [f.path, f])) : null;
+  const consulted = new ConsultedSet();
+  trackConsulted(cache !== undefined);
   opts.onStart?.(found.files.length, total);
   const onFile = opts.onFile ?? (() => {});
-  // The main thread is one of the `jobs` threads: it works through shards alongside jobs - 1
-  // workers (one thread fewer to start, and one Wasm memory fewer: flatter peak RSS). The workers
-  // start only once the main thread has been busy for POOL_AFTER_MS with work still left:
-  // starting threads costs more than a whole re-run of a patched tree takes.
   const shards = shard(found.files, { threads: Math.max(1, opts.jobs) });
+  // The code that opens and patches files is loaded only when there is a file to open (a re-run
+  // answered from the result cache needs none of it).
+  if (shards.length) records.push(...(await workShards(shards, spec, opts.jobs, onFile, consulted, cache !== undefined)));
+  await rollBackCrashedShards(records);
+  // Group commit of the in-place edits: one sync, then the journals go.
+  const pending = records.filter((r) => r.journal !== undefined);
+  if (pending.length) try {
+    const { commitJournals } = await import("./journal.js");
+    commitJournals([...new Set(pending.map((r) => r.journal!))], pending.map((r) => r.path));
+  } finally {
+    for (const r of pending) delete r.journal;
+  }
+  if (cache && byPath) {
+    for (const r of records) {
+      const f = byPath.get(r.path);
+      if (f) cache.record(r.path, f, r);
+    }
+    consulted.add(takeConsulted());
+    trackConsulted(false);
+    if (!spec.dryRun) cache.save(consulted);
+  }
+  records.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  const summary = summarize(records, found.skipped, recovered, performance.now() - t0);
+  summary.cached = found.cached.length;
+  return { records, summary };
+}
+
+/**
+ * Works through the shards: the main thread is one of the `jobs` threads, alongside jobs - 1
+ * workers (one thread fewer to start, and one Wasm memory fewer: flatter peak RSS). The workers
+ * start only once the main thread has been busy for POOL_AFTER_MS with work still left: starting
+ * threads costs more than a whole re-run of a patched tree takes.
+ */
+async function workShards(
+  shards: ScannedFile[][],
+  spec: BatchSpec,
+  jobs: number,
+  onFile: (bytes: number) => void,
+  consulted: ConsultedSet,
+  track: boolean,
+): Promise<FileRecord[]> {
+  const [{ CoreEngine }, { LibraryProbe }, { processShard }, { Pool }] = await Promise.all([
+    import("../core/engine.js"), import("../policy/rpath.js"), import("./process-file.js"), import("../pool/pool.js"),
+  ]);
+  const records: FileRecord[] = [];
   const engine = CoreEngine.create();
   const probe = new LibraryProbe();
-  const workers = Math.min(opts.jobs, shards.length) - 1;
+  const workers = Math.min(jobs, shards.length) - 1;
   let pool: Pool | null = null;
   const running: Promise<void>[] = [];
   const worker = async (p: Pool): Promise<void> => {
-    for (let s = shards.shift(); s !== undefined; s = shards.shift()) records.push(...(await p.run(s, spec, onFile)));
+    for (let s = shards.shift(); s !== undefined; s = shards.shift()) {
+      const r = await p.run(s, spec, onFile, track);
+      records.push(...r.records);
+      if (r.consulted) consulted.add(r.consulted);
+    }
   };
   const t1 = performance.now();
   try {
@@ -111,16 +166,7 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
   } finally {
     if (pool !== null) await pool.close();
   }
-  rollBackCrashedShards(records);
-  // Group commit of the in-place edits: one sync, then the journals go.
-  const pending = records.filter((r) => r.journal !== undefined);
-  try {
-    commitJournals([...new Set(pending.map((r) => r.journal!))], pending.map((r) => r.path));
-  } finally {
-    for (const r of pending) delete r.journal;
-  }
-  records.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  return { records, summary: summarize(records, found.skipped, recovered, performance.now() - t0) };
+  return records;
 }
 
 /**
@@ -128,9 +174,10 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
  * commit: roll those files back now (the journals this process wrote are named after its pid),
  * so a failed file is never left modified.
  */
-export function rollBackCrashedShards(records: FileRecord[]): void {
+export async function rollBackCrashedShards(records: FileRecord[]): Promise<void> {
   const crashed = records.filter((r) => r.error?.code === ErrorCode.POOL_WORKER_CRASHED);
   if (crashed.length === 0) return;
+  const { recoverJournal } = await import("./journal.js");
   const committed = new Set(records.map((r) => r.journal).filter((j) => j !== undefined));
   const prefix = `.elfpatch-${process.pid}-`;
   for (const dir of new Set(crashed.map((r) => dirname(r.path)))) {
@@ -148,7 +195,7 @@ export function rollBackCrashedShards(records: FileRecord[]): void {
 function summarize(records: FileRecord[], skipped: SkippedFile[], recovered: string[], elapsedMs: number): BatchSummary {
   const s: BatchSummary = {
     type: "summary", files: 0, patched: 0, wouldPatch: 0, unchanged: 0, skipped: 0, failed: 0,
-    notElf: skipped.filter((k) => k.reason === "not-elf").length, bytesAdded: 0, strategies: {}, recovered,
+    notElf: skipped.filter((k) => k.reason === "not-elf").length, cached: 0, bytesAdded: 0, strategies: {}, recovered,
     elapsedMs: Math.round(elapsedMs),
   };
   for (const r of records) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /** The `elfpatch` executable: runs the program, maps errors to exit codes (0 ok, 1 failures, 2 usage, 3 internal). */
 import { setFlagsFromString } from "node:v8";
-import { CommanderError } from "commander";
+import { CommanderError } from "./commander.js";
 import { createProgram, type CliIo } from "./program.js";
 
 // The main thread only scans and aggregates plain records: a small young generation keeps the

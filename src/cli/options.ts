@@ -1,5 +1,5 @@
 /** Parses raw commander options into typed requests. Nothing downstream reads raw options. */
-import { InvalidArgumentError } from "commander";
+import { InvalidArgumentError } from "./commander.js";
 import type { EditRequest } from "../core/types.js";
 import type { RpathPolicy } from "../policy/rpath.js";
 

@@ -1,5 +1,5 @@
 /** Builds the commander program with injected I/O, so tests can run it without a process. */
-import { Command } from "commander";
+import { Command } from "./commander.js";
 import { createRequire } from "node:module";
 import { checkCommand } from "./commands/check.js";
 import { patchCommand } from "./commands/patch.js";
@@ -14,7 +14,7 @@ export interface CliIo {
   usage(message: string): void;
 }
 
-function version(): string {
+export function packageVersion(): string {
   const require = createRequire(import.meta.url);
   for (const rel of ["../../package.json", "../../../package.json"]) {
     try {
@@ -30,7 +30,7 @@ export function createProgram(io: CliIo): Command {
   const output = { writeOut: (s: string) => io.out(s.trimEnd()), writeErr: (s: string) => io.err(s.trimEnd()) };
   const program = new Command("elfpatch")
     .description("Batch ELF patcher: run paths, NEEDED, SONAME and interpreter edits that never bloat files")
-    .version(version())
+    .version(packageVersion())
     .configureOutput(output)
     .exitOverride();
   // addCommand() does not copy these settings to subcommands: set them on each.

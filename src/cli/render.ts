@@ -47,7 +47,7 @@ export function renderSummary(s: BatchSummary): string {
     `${s.skipped} skipped`, `${s.failed} failed`,
   ];
   const rate = s.elapsedMs > 0 ? Math.round((s.files * 1000) / s.elapsedMs) : s.files;
-  return `elfpatch: ${parts.join(", ")} (${s.notElf} non-ELF files ignored); +${s.bytesAdded} bytes` +
+  return `elfpatch: ${parts.join(", ")} (${s.notElf} non-ELF files ignored${s.cached ? `; ${s.cached} files answered from the result cache` : ""}); +${s.bytesAdded} bytes` +
     (strategies ? ` [${strategies}]` : "") + (s.recovered.length ? `; rolled back ${s.recovered.length} interrupted files` : "") +
     `; ${s.elapsedMs} ms, ${rate} files/s`;
 }

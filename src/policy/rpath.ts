@@ -22,6 +22,7 @@ import { dirname, join } from "node:path";
 import { CoreEngine } from "../core/engine.js";
 import type { EditRequest, ElfInfo, RunpathTag } from "../core/types.js";
 import { Resolver } from "../resolve/resolver.js";
+import { noteConsulted } from "../shared/consulted.js";
 
 export interface RpathPolicy {
   remove?: boolean;
@@ -54,6 +55,7 @@ export class LibraryProbe {
     let id = this.cache.get(path);
     if (id !== undefined) return id;
     id = null;
+    noteConsulted(path);
     let fd = -1;
     try {
       fd = openSync(path, "r");

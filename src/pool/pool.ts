@@ -13,7 +13,7 @@ import { coreModule } from "../core/module.js";
 import { ElfPatchError, ErrorCode } from "../errors.js";
 import type { BatchSpec, FileRecord } from "../batch/process-file.js";
 import type { ScannedFile } from "../scan/walk.js";
-import type { ShardTask } from "./worker.js";
+import type { ShardResult, ShardTask } from "./worker.js";
 
 /** The compiled worker (workers must be .js files): build/js/pool/worker.js. */
 export function workerPath(): string {
@@ -50,7 +50,7 @@ export class Pool {
   }
 
   /** Runs one shard; never rejects: a crashed worker becomes error records. */
-  async run(files: ScannedFile[], spec: BatchSpec, onFile: (bytes: number) => void): Promise<FileRecord[]> {
+  async run(files: ScannedFile[], spec: BatchSpec, onFile: (bytes: number) => void, track = false): Promise<ShardResult> {
     const { port1, port2 } = new MessageChannel();
     let reported = 0;
     port1.on("message", (bytes: number) => {
@@ -59,19 +59,20 @@ export class Pool {
       onFile(bytes);
     });
     const task: ShardTask = {
-      paths: files.map((f) => f.path), sizes: files.map((f) => f.size), links: files.map((f) => f.links), spec, progress: port2,
+      paths: files.map((f) => f.path), sizes: files.map((f) => f.size), links: files.map((f) => f.links), spec, progress: port2, track,
     };
     try {
-      const recs = (await this.piscina.run(task, { transferList: [port2] })) as FileRecord[];
+      const result = (await this.piscina.run(task, { transferList: [port2] })) as ShardResult;
       // Messages still in flight when the shard resolves: count those files now.
       for (let i = reported; i < files.length; i++) onFile(files[i]!.size);
       reported = files.length;
-      return recs;
+      return result;
     } catch (err) {
-      return files.map((f) => ({
+      const records = files.map((f) => ({
         type: "file" as const, path: f.path, status: "failed" as const, changed: false, strategy: null, bytesAdded: 0, edits: 0,
         error: { code: ErrorCode.POOL_WORKER_CRASHED, message: `Worker crashed: ${(err as Error).message}` },
       }));
+      return { records, consulted: null };
     } finally {
       port1.close();
     }

@@ -7,6 +7,7 @@ import { workerData, type MessagePort } from "node:worker_threads";
 import { CoreEngine } from "../core/engine.js";
 import { processShard, type BatchSpec, type FileRecord } from "../batch/process-file.js";
 import { LibraryProbe } from "../policy/rpath.js";
+import { takeConsulted, trackConsulted, type Consulted } from "../shared/consulted.js";
 
 export interface ShardTask {
   paths: string[];
@@ -14,6 +15,8 @@ export interface ShardTask {
   /** Receives one message per finished file (its size), for progress. */
   progress?: MessagePort;
   sizes?: number[];
+  /** Note what decisions consult (for the result cache). */
+  track?: boolean;
   /** Per path: other hard links inside the batch. */
   links?: (string[] | undefined)[];
 }
@@ -21,7 +24,15 @@ export interface ShardTask {
 const engine = new CoreEngine((workerData as { module: WebAssembly.Module }).module);
 const probe = new LibraryProbe();
 
-export default function runShard(task: ShardTask): FileRecord[] {
+/** What a shard gives back: its records, and the paths its decisions consulted (for the result cache). */
+export interface ShardResult {
+  records: FileRecord[];
+  consulted: Consulted | null;
+}
+
+export default function runShard(task: ShardTask): ShardResult {
   const files = task.paths.map((path, i) => ({ path, links: task.links?.[i] }));
-  return processShard(engine, files, task.spec, probe, (i) => task.progress?.postMessage(task.sizes?.[i] ?? 0));
+  trackConsulted(task.track === true);
+  const records = processShard(engine, files, task.spec, probe, (i) => task.progress?.postMessage(task.sizes?.[i] ?? 0));
+  return { records, consulted: task.track ? takeConsulted() : null };
 }

@@ -8,6 +8,7 @@
  * paths to one file (a symlinked directory, a hard link) share one record, as in the loader.
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { noteConsulted } from "../shared/consulted.js";
 import { CoreEngine, fdSource } from "../core/engine.js";
 import type { ElfInfo } from "../core/types.js";
 import type { FsView } from "./fs-view.js";
@@ -83,6 +84,7 @@ export class Candidates {
 
   private open(abs: string): Probe {
     let fd: number;
+    noteConsulted(this.fs.host(abs));
     try {
       fd = openSync(this.fs.host(abs), "r");
     } catch (err) {

@@ -10,6 +10,7 @@
  */
 import { readdirSync, readlinkSync, realpathSync } from "node:fs";
 import { posix } from "node:path";
+import { noteConsulted, noteLookup, noteRealpath } from "../shared/consulted.js";
 
 /** What a listing knows about one entry: 1 for a symlink, 0 otherwise. */
 export type Kind = 0 | 1;
@@ -27,6 +28,8 @@ function parts(p: string): string[] {
 
 export class FsView {
   private readonly listings = new Map<string, Listing>();
+  /** The host path each listing was read from. */
+  private readonly hostDirs = new Map<string, string>();
   private readonly links = new Map<string, string>();
   /** Listings that failed with something other than "does not exist" (e.g. EACCES). */
   private readonly unreadable = new Set<string>();
@@ -65,13 +68,16 @@ export class FsView {
 
   /** The canonical virtual path (symlinks resolved), or null when it does not exist. */
   realpath(p: string): string | null {
+    const host = this.host(p);
+    let real: string | null;
     try {
-      if (this.root === "") return realpathSync(this.absolute(p));
-      const real = realpathSync(this.host(p));
-      return this.virtualOf(real);
+      real = realpathSync(host);
     } catch {
-      return null;
+      real = null;
     }
+    noteRealpath(host, real);
+    if (real === null) return null;
+    return this.root === "" ? real : this.virtualOf(real);
   }
 
   /**
@@ -85,7 +91,7 @@ export class FsView {
     const base = abs.slice(slash + 1);
     if (base === "" || base === "." || base === "..") return true;
     const listing = this.list(dir);
-    if (listing) return listing.has(base);
+    if (listing) return this.has(dir, listing, base);
     return this.unreadable.has(dir);
   }
 
@@ -107,14 +113,24 @@ export class FsView {
     if (base === "" || base === "." || base === "..") return false;
     const parent = slash === 0 ? "/" : dir.slice(0, slash);
     const listing = this.list(parent);
-    if (listing) return !listing.has(base);
+    if (listing) return !this.has(parent, listing, base);
     return !this.unreadable.has(parent);
+  }
+
+  /** A lookup in a listing (noted for the result cache). */
+  private has(dir: string, listing: Map<string, Kind>, name: string): boolean {
+    const found = listing.has(name);
+    const host = this.hostDirs.get(dir);
+    if (host !== undefined) noteLookup(host, name, found);
+    return found;
   }
 
   private read(dir: string): Listing {
     this.listed++;
+    const host = this.host(dir);
+    this.hostDirs.set(dir, host);
     try {
-      const entries = readdirSync(this.host(dir), { withFileTypes: true });
+      const entries = readdirSync(host, { withFileTypes: true });
       const m = new Map<string, Kind>();
       for (const e of entries) m.set(e.name, e.isSymbolicLink() ? SYMLINK : 0);
       return m;
@@ -138,7 +154,8 @@ export class FsView {
         continue;
       }
       const here = "/" + done.join("/");
-      const kind = this.list(here)?.get(c);
+      const listing = this.list(here);
+      const kind = listing && this.has(here, listing, c) ? listing.get(c) : undefined;
       if (kind !== SYMLINK || ++hops > MAX_LINKS) {
         done.push(c);
         continue;
@@ -153,6 +170,7 @@ export class FsView {
   private readlink(virtualPath: string): string {
     let t = this.links.get(virtualPath);
     if (t === undefined) {
+      noteConsulted(this.root + virtualPath);
       try {
         t = readlinkSync(this.root + virtualPath);
       } catch {

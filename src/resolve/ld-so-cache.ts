@@ -16,6 +16,7 @@
  * them; pass `legacy` to get the 2.36-2.39 rule instead (Debian 12 ships 2.36).
  */
 import { readFileSync } from "node:fs";
+import { noteConsulted } from "../shared/consulted.js";
 import { ElfPatchError, ErrorCode } from "../errors.js";
 
 export type LdCacheFormat = "old" | "new" | "compat";
@@ -194,6 +195,7 @@ function parseNew(b: Uint8Array, dv: DataView, base: number, format: LdCacheForm
  */
 export function readLdCache(path = "/etc/ld.so.cache"): LdCache | null {
   let bytes: Uint8Array;
+  noteConsulted(path);
   try {
     bytes = readFileSync(path);
   } catch (err) {

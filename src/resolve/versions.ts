@@ -7,6 +7,7 @@
  * looked up here in the file's `.gnu.version_r` (through program headers only, as `ld.so` reads it).
  */
 import { closeSync, openSync, readSync } from "node:fs";
+import { noteConsulted } from "../shared/consulted.js";
 import type { LoadedObject, LoadSet } from "./load-set.js";
 
 export interface VersionGap {
@@ -63,6 +64,7 @@ const MAX_TABLE = 64 << 20;
 export function weakNeeds(path: string): Set<string> {
   const out = new Set<string>();
   let fd: number;
+  noteConsulted(path);
   try {
     fd = openSync(path, "r");
   } catch {

@@ -5,11 +5,13 @@
  * lies inside one of the roots is a duplicate; one leading elsewhere is skipped (unless
  * `followSymlinks`). Directory listings are read once; non-ELF files cost one small read.
  */
+import { createRequire } from "node:module";
 import { closeSync, lstatSync, openSync, readdirSync, readSync, realpathSync, statSync, type Stats } from "node:fs";
 import { basename, join, relative, resolve, sep } from "node:path";
-import picomatch from "picomatch";
 import { toErrorRecord, type ErrorRecord } from "../errors.js";
-import { UNDO_SUFFIX } from "../batch/journal.js";
+import { STALE_TEMP, UNDO_SUFFIX } from "../batch/temp-names.js";
+import { sigOf, type ResultCache } from "../batch/cache.js";
+import type { FileRecord } from "../batch/process-file.js";
 
 export interface ScanOptions {
   /** Globs a file must match (relative to its root, or its base name for patterns without `/`). */
@@ -17,6 +19,8 @@ export interface ScanOptions {
   exclude?: string[];
   /** Follow symlinks to files and directories outside the batch. */
   followSymlinks?: boolean;
+  /** Answers from an earlier run (files whose signature is unchanged are not opened). */
+  cache?: ResultCache;
 }
 
 export interface ScannedFile {
@@ -25,6 +29,9 @@ export interface ScannedFile {
   dev: number;
   ino: number;
   nlink: number;
+  /** The `lstat` signature and change time seen by the scan (for the result cache). */
+  sig: string;
+  ctimeMs: number;
   /** Other hard links to the same inode found inside the batch: they get the new version too. */
   links?: string[];
 }
@@ -44,10 +51,10 @@ export interface ScanResult {
   journals: string[];
   /** Temp files an interrupted run of ours left (removed before patching). */
   staleTemps: string[];
+  /** Files answered from the result cache: their records. */
+  cached: FileRecord[];
 }
 
-/** Names of our temp files: safe-write copies and journals being written. */
-const STALE_TEMP = /\.elfpatch-\d+-\d+-\d+\.tmp$|\.elfpatch-undo\.\d+-\d+\.tmp$/;
 
 const ELF_MAGIC = 0x7f454c46;
 
@@ -67,13 +74,16 @@ function matcher(globs: string[] | undefined): ((rel: string) => boolean) | null
   if (!globs?.length) return null;
   const withSlash = globs.filter((g) => g.includes("/"));
   const plain = globs.filter((g) => !g.includes("/"));
+  // picomatch (CommonJS) is loaded only when there are globs.
+  const picomatch = createRequire(import.meta.url)("picomatch") as typeof import("picomatch");
   const byPath = withSlash.length ? picomatch(withSlash, { dot: true }) : null;
   const byName = plain.length ? picomatch(plain, { dot: true }) : null;
   return (rel) => (byPath !== null && byPath(rel)) || (byName !== null && byName(basename(rel)));
 }
 
 export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
-  const res: ScanResult = { files: [], skipped: [], errors: [], journals: [], staleTemps: [] };
+  const res: ScanResult = { files: [], skipped: [], errors: [], journals: [], staleTemps: [], cached: [] };
+  const cache = opts.cache;
   const roots = paths.map((p) => resolve(p));
   const realRoots = roots.map((r) => {
     try {
@@ -98,23 +108,30 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
       (first.links ??= []).push(path);
       return void res.skipped.push({ path, reason: "duplicate", of: first.path });
     }
+    const sig = sigOf(st);
+    const known = cache?.lookup(path, st);
     let elf: boolean;
     try {
-      elf = st.size >= 4 && isElf(path);
+      elf = known ? known.kind === "record" : st.size >= 4 && isElf(path);
     } catch (err) {
       return void res.errors.push({ path, error: toErrorRecord(err) });
     }
-    if (!elf) return void res.skipped.push({ path, reason: "not-elf" });
+    if (!elf) {
+      if (!known) cache?.record(path, { sig, ctimeMs: st.ctimeMs }, null);
+      return void res.skipped.push({ path, reason: "not-elf" });
+    }
     if ((include && !include(rel)) || (exclude && exclude(rel))) return void res.skipped.push({ path, reason: "excluded" });
-    const file: ScannedFile = { path, size: st.size, dev: st.dev, ino: st.ino, nlink: st.nlink };
+    const file: ScannedFile = { path, size: st.size, dev: st.dev, ino: st.ino, nlink: st.nlink, sig, ctimeMs: st.ctimeMs };
     seen.set(key, file);
-    res.files.push(file);
+    if (known?.kind === "record") res.cached.push(known.record);
+    else res.files.push(file);
   };
 
-  const walkDir = (dir: string, root: string): void => {
+  /** `real`: the directory's canonical path when the caller knows it (a plain subdirectory of a known one). */
+  const walkDir = (dir: string, root: string, knownReal?: string): void => {
     let real: string;
     try {
-      real = realpathSync(dir);
+      real = knownReal ?? realpathSync(dir);
     } catch (err) {
       return void res.errors.push({ path: dir, error: toErrorRecord(err) });
     }
@@ -129,7 +146,7 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const e of entries) {
       const path = join(dir, e.name);
-      const rel = relative(root, path);
+      const rel = include || exclude ? relative(root, path) : "";
       if (e.name.endsWith(UNDO_SUFFIX)) {
         res.journals.push(path);
         continue;
@@ -161,7 +178,7 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
           if (st.isDirectory()) walkDir(target, target);
           else consider(target, st, rel);
         } else if (e.isDirectory()) {
-          walkDir(path, root);
+          walkDir(path, root, join(real, e.name)); // not a symlink: its real path follows from ours
         } else {
           consider(path, lstatSync(path), rel);
         }

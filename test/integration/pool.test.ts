@@ -23,7 +23,7 @@ describe("worker pool", () => {
     for (const l of LIBS) copyFileSync(join(HOST, l), join(dir, l));
     files = readdirSync(dir).map((n) => {
       const st = statSync(join(dir, n));
-      return { path: join(dir, n), size: st.size, dev: st.dev, ino: st.ino, nlink: st.nlink };
+      return { path: join(dir, n), size: st.size, dev: st.dev, ino: st.ino, nlink: st.nlink, sig: "", ctimeMs: st.ctimeMs };
     });
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -32,7 +32,8 @@ describe("worker pool", () => {
     const pool = await Pool.create(1);
     let progress = 0;
     try {
-      const recs = await pool.run(files, spec, () => progress++);
+      const { records: recs, consulted } = await pool.run(files, spec, () => progress++);
+      expect(consulted).toBeNull(); // noted only for a batch with a result cache
       expect(recs.map((r) => r.status)).toEqual(files.map(() => "would-patch"));
       expect(progress).toBe(files.length);
     } finally {
@@ -48,14 +49,14 @@ describe("worker pool", () => {
       await pool.run(files.slice(0, 1), spec, () => {});
       const running = pool.run(files, spec, () => {});
       await Promise.all(internal.piscina.threads.map((t) => t.terminate()));
-      const crashed = await running;
+      const crashed = (await running).records;
       expect(crashed).toHaveLength(files.length);
       for (const r of crashed) {
         expect(r.status).toBe("failed");
         expect(r.error?.code).toBe("POOL_WORKER_CRASHED");
       }
       // A new worker takes the next shard.
-      const again = await pool.run(files, spec, () => {});
+      const again = (await pool.run(files, spec, () => {})).records;
       expect(again.map((r) => r.status)).toEqual(files.map(() => "would-patch"));
     } finally {
       await pool.close();

@@ -4,14 +4,12 @@
  * Each file is loaded as `dlopen(path)` by the `--exe` program (default: a program with nothing
  * loaded). Exit status 1 when a library is missing, a version is missing or a candidate is invalid.
  */
-import { Command } from "commander";
+import { Command } from "../commander.js";
 import { resolve as resolvePath } from "node:path";
 import { ElfPatchError } from "../../errors.js";
-import { Resolver } from "../../resolve/resolver.js";
-import { summarize, type CheckSummary } from "../../resolve/summary.js";
-import { renderTree } from "../../resolve/tree.js";
+import type { Resolver } from "../../resolve/resolver.js";
+import type { CheckSummary } from "../../resolve/summary.js";
 import type { FileReport } from "../../resolve/types.js";
-import { scan } from "../../scan/walk.js";
 import { collect, noNul } from "../options.js";
 import { SCHEMA_VERSION } from "../render.js";
 import type { CliIo } from "../program.js";
@@ -47,7 +45,8 @@ function libraryPath(value: string | undefined): string | null {
   return value === "env" ? (process.env.LD_LIBRARY_PATH ?? null) : value;
 }
 
-function createResolver(opts: CheckOptions, io: CliIo): Resolver | null {
+async function createResolver(opts: CheckOptions, io: CliIo): Promise<Resolver | null> {
+  const { Resolver } = await import("../../resolve/resolver.js");
   try {
     return new Resolver({
       mode: "dlopen",
@@ -63,7 +62,7 @@ function createResolver(opts: CheckOptions, io: CliIo): Resolver | null {
   }
 }
 
-function output(r: FileReport, opts: CheckOptions, io: CliIo): void {
+function output(r: FileReport, opts: CheckOptions, io: CliIo, renderTree: (r: FileReport) => string[]): void {
   if (opts.json) io.out(JSON.stringify({ schema: SCHEMA_VERSION, ...r }));
   else if (opts.tree) for (const line of renderTree(r)) io.out(line);
   else for (const line of problems(r)) io.out(line);
@@ -81,10 +80,13 @@ export function checkCommand(io: CliIo): Command {
     .option("--include <glob>", "only files matching (repeatable)", collect)
     .option("--exclude <glob>", "skip files matching (repeatable)", collect)
     .option("--follow-symlinks", "follow symlinks that lead out of the PATHs")
-    .action((paths: string[], opts: CheckOptions) => {
+    .action(async (paths: string[], opts: CheckOptions) => {
       const t0 = performance.now();
-      const resolver = createResolver(opts, io);
+      const resolver = await createResolver(opts, io);
       if (!resolver) return;
+      const [{ scan }, { summarize }, { renderTree }] = await Promise.all([
+        import("../../scan/walk.js"), import("../../resolve/summary.js"), import("../../resolve/tree.js"),
+      ]);
       const found = scan(paths, {
         followSymlinks: opts.followSymlinks === true,
         ...(opts.include ? { include: opts.include } : {}),
@@ -95,7 +97,7 @@ export function checkCommand(io: CliIo): Command {
       for (const f of found.files) {
         const r = resolver.resolve(f.path);
         reports.push(r);
-        output(r, opts, io);
+        output(r, opts, io, renderTree);
       }
       for (const e of resolver.contextErrors) io.err(`elfpatch: warning: the --exe program does not load: ${e}`);
       const summary = summarize(reports, resolver.runPathUses(), performance.now() - t0, resolver.exeReport);

@@ -1,13 +1,14 @@
 /** `elfpatch patch [ops] PATH...`: patches every ELF file under the PATHs, in one run. */
-import { Command, InvalidArgumentError, Option } from "commander";
-import { attachResolution } from "../../batch/resolution.js";
-import { runBatch } from "../../batch/run.js";
+import { Command, InvalidArgumentError, Option } from "../commander.js";
+import { readFileSync, realpathSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import { resolve } from "node:path";
+import type { ResultCache } from "../../batch/cache.js";
 import type { BatchSpec } from "../../batch/process-file.js";
-import { defaultJobs } from "../../pool/pool.js";
 import { collect, collectPair, noNul, positiveInt, toPatchSpec, type PatchSpec, type RawPatchOptions } from "../options.js";
 import { createProgress } from "../progress.js";
 import { renderRecord, renderSummary, SCHEMA_VERSION } from "../render.js";
-import type { CliIo } from "../program.js";
+import { packageVersion, type CliIo } from "../program.js";
 
 interface BatchCliOptions {
   jobs?: number;
@@ -21,6 +22,24 @@ interface BatchCliOptions {
   grow?: boolean;
   resolve?: boolean;
   defaultLib?: boolean;
+  cache?: boolean;
+  cacheDir?: string;
+}
+
+/** The result cache for these options and PATHs (see batch/cache.ts). */
+async function openCache(batch: BatchSpec, paths: string[], dir: string | undefined): Promise<ResultCache> {
+  const [{ cacheKey, defaultCacheDir, ResultCache }, { wasmPath }] = await Promise.all([
+    import("../../batch/cache.js"), import("../../core/module.js"),
+  ]);
+  const key = cacheKey({ req: batch.req, rpath: batch.rpath ?? null, grow: batch.grow }, packageVersion(), readFileSync(wasmPath()));
+  const roots = paths.map((p) => {
+    try {
+      return realpathSync(p);
+    } catch {
+      return resolve(p);
+    }
+  });
+  return ResultCache.open(dir ?? defaultCacheDir(), key, roots);
 }
 
 export function patchCommand(io: CliIo): Command {
@@ -51,6 +70,8 @@ export function patchCommand(io: CliIo): Command {
     .option("--no-progress", "no progress line on stderr")
     .option("--json", "NDJSON on stdout: one record per file (with its after-patch resolution), then a summary record")
     .option("--no-resolve", "with --json: leave out the after-patch resolution of each file")
+    .option("--cache-dir <dir>", "where the result cache lives (default: $ELFPATCH_CACHE_DIR, $XDG_CACHE_HOME/elfpatch or ~/.cache/elfpatch)")
+    .option("--no-cache", "neither use nor write the result cache (every file is opened and checked)")
     .action(async (paths: string[], raw: RawPatchOptions & BatchCliOptions) => {
       let spec: PatchSpec;
       try {
@@ -66,14 +87,17 @@ export function patchCommand(io: CliIo): Command {
       };
       const progress = await createProgress(raw.progress !== false && !raw.json);
       const scanOpts = { followSymlinks: raw.followSymlinks === true, ...(raw.include ? { include: raw.include } : {}), ...(raw.exclude ? { exclude: raw.exclude } : {}) };
+      const cache = raw.cache === false ? undefined : await openCache(batch, paths, raw.cacheDir);
+      const { runBatch } = await import("../../batch/run.js");
       const { records, summary } = await runBatch(paths, batch, {
-        jobs: raw.jobs ?? defaultJobs(),
+        ...(cache ? { cache } : {}),
+        jobs: raw.jobs ?? availableParallelism(),
         scan: scanOpts,
         onStart: (files, bytes) => progress.start(files, bytes),
         onFile: (bytes) => progress.file(bytes),
       });
       progress.stop();
-      if (raw.json && raw.resolve !== false && !dryRun) attachResolution(records);
+      if (raw.json && raw.resolve !== false && !dryRun) (await import("../../batch/resolution.js")).attachResolution(records);
       for (const r of records) {
         if (raw.json) io.out(JSON.stringify({ schema: SCHEMA_VERSION, ...r }));
         else if (r.status === "failed") io.err(renderRecord(r));

@@ -1,16 +1,16 @@
 /** `elfpatch recover PATH...`: rolls back files an interrupted `--in-place` run left half-edited. */
-import { Command } from "commander";
+import { Command } from "../commander.js";
 import { statSync, unlinkSync } from "node:fs";
-import { recoverJournal, UNDO_SUFFIX } from "../../batch/journal.js";
+import { UNDO_SUFFIX } from "../../batch/temp-names.js";
 import { toErrorRecord } from "../../errors.js";
-import { scan } from "../../scan/walk.js";
 import type { CliIo } from "../program.js";
 
 export function recoverCommand(io: CliIo): Command {
   return new Command("recover")
     .description(`roll back files from undo journals (*${UNDO_SUFFIX}) left by an interrupted --in-place run`)
     .argument("<paths...>", "journal files, or directories to search for them")
-    .action((paths: string[]) => {
+    .action(async (paths: string[]) => {
+      const [{ recoverJournal }, { scan }] = await Promise.all([import("../../batch/journal.js"), import("../../scan/walk.js")]);
       const journals: string[] = [];
       for (const p of paths) {
         try {

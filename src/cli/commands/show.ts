@@ -1,6 +1,5 @@
 /** `elfpatch show [--json] FILE...`: everything the core reads from each file. */
-import { Command } from "commander";
-import { inspectFile, isFileError } from "../../index.js";
+import { Command } from "../commander.js";
 import { renderError, renderInfo, SCHEMA_VERSION } from "../render.js";
 import type { CliIo } from "../program.js";
 
@@ -9,7 +8,8 @@ export function showCommand(io: CliIo): Command {
     .description("print what elfpatch reads from each ELF file")
     .argument("<files...>", "ELF files")
     .option("--json", "one JSON object per file (NDJSON)")
-    .action((files: string[], opts: { json?: boolean }) => {
+    .action(async (files: string[], opts: { json?: boolean }) => {
+      const { inspectFile, isFileError } = await import("../../index.js");
       let failed = 0;
       for (const path of files) {
         const r = inspectFile(path);

@@ -11,7 +11,7 @@ import { rollBackCrashedShards } from "../../../src/batch/run.js";
 import type { FileRecord } from "../../../src/batch/process-file.js";
 
 describe("rollBackCrashedShards", () => {
-  it("rolls back files edited under an uncommitted journal of this process, and only those", () => {
+  it("rolls back files edited under an uncommitted journal of this process, and only those", async () => {
     const dir = mkdtempSync(join(tmpdir(), "elfpatch-crash-"));
     try {
       const a = join(dir, "a.so");
@@ -29,7 +29,7 @@ describe("rollBackCrashedShards", () => {
         { ...base, path: a, status: "failed", error: { code: "POOL_WORKER_CRASHED", message: "Worker crashed" } },
         { ...base, path: b, status: "patched", journal: committed.journal! },
       ];
-      rollBackCrashedShards(records);
+      await rollBackCrashedShards(records);
       expect(readFileSync(a).equals(orig)).toBe(true); // rolled back
       expect(readFileSync(b).equals(orig)).toBe(false); // still waiting for its commit
       const journals = readdirSync(dir).filter((n) => n.endsWith(UNDO_SUFFIX)).map((n) => join(dir, n));

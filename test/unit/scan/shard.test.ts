@@ -16,7 +16,7 @@ const LIB_DIR = "/usr/lib/x86_64-linux-gnu";
 
 
 function files(sizes: number[], prefix = "/batch/f"): ScannedFile[] {
-  return sizes.map((size, i) => ({ path: `${prefix}${String(i).padStart(5, "0")}.so`, size, dev: 1, ino: 1000 + i, nlink: 1 }));
+  return sizes.map((size, i) => ({ path: `${prefix}${String(i).padStart(5, "0")}.so`, size, dev: 1, ino: 1000 + i, nlink: 1, sig: "", ctimeMs: 0 }));
 }
 
 const bytesOf = (s: ScannedFile[]): number => s.reduce((a, f) => a + f.size, 0);

@@ -1,0 +1,266 @@
+/**
+ * The result cache: what an earlier run of the same options over the same PATHs learnt about files
+ * that needed no change (or are not ELF, or have nothing dynamic to edit), so that a re-run on a
+ * patched tree answers them from one `lstat` each instead of opening and parsing every file.
+ *
+ * An answer is reused only when all of this holds:
+ * - the file's `lstat` signature (device, inode, size, mtime, ctime) is the one recorded; ctime
+ *   changes with every write, truncate, chmod, rename or new hard link and cannot be set by
+ *   programs, so an equal signature means the bytes are the ones that were read;
+ * - the file had last changed more than `SETTLE_MS` before the run that recorded it started, so
+ *   no write can share its timestamp tick after the read (file systems stamp times from a coarse
+ *   clock; git calls the opposite case "racily clean");
+ * - every path outside the file that the decisions consulted (directories listed and candidate
+ *   libraries opened by `--shrink-rpath`, the loader cache) still has its recorded signature,
+ *   and none of them changed during the recording run (a run that rewrote a library other files'
+ *   decisions looked at records nothing: the next run does);
+ * - the options, the elfpatch version and the core's Wasm bytes are the same (one cache file per
+ *   options and PATHs).
+ * Files that were patched are not recorded by the run that patched them; the next run confirms
+ * them (that is the run that proves the tree is a fixed point) and records them.
+ * Anything unreadable or malformed in the cache is ignored; it is written atomically, never in the
+ * tree, and `--no-cache` turns it off.
+ */
+import { createHash } from "node:crypto";
+import { lstatSync, mkdirSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeFileSync, type Stats } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import type { Consulted } from "../shared/consulted.js";
+import type { FileRecord } from "./process-file.js";
+
+/** How long before a run a file (or consulted path) must have last changed to be recorded. */
+export const SETTLE_MS = 2000;
+const FORMAT = 1;
+
+/** The recorded answer for one file: an unchanged/skipped record, or "not an ELF file". */
+export type CachedVerdict = { kind: "record"; record: FileRecord } | { kind: "not-elf" };
+
+interface EnvBody {
+  /** Files whose bytes (or absence) decisions used: path -> signature. */
+  files: Record<string, string>;
+  /** Directories names were looked up in: their signature, and each name's entry ("-" = absent). */
+  dirs: Record<string, [string, Record<string, string>]>;
+  /** Paths made canonical, and the answer. */
+  reals: Record<string, string | null>;
+}
+
+interface CacheBody {
+  format: number;
+  key: string;
+  env: EnvBody;
+  /** Files by path: signature and verdict (a record, or null for not-ELF). */
+  files: Record<string, [string, FileRecord | null]>;
+}
+
+/** Everything the decisions of a run consulted, merged from every thread. */
+export class ConsultedSet {
+  readonly files = new Set<string>();
+  readonly names = new Map<string, Map<string, boolean>>();
+  readonly reals = new Map<string, string | null>();
+
+  add(c: Consulted): void {
+    for (const f of c.files) this.files.add(f);
+    for (const [dir, list] of c.names) {
+      let m = this.names.get(dir);
+      if (m === undefined) this.names.set(dir, (m = new Map()));
+      for (const [name, found] of list) m.set(name, found);
+    }
+    for (const [p, r] of c.reals) this.reals.set(p, r);
+  }
+}
+
+/** An entry as a name lookup sees it: inode and whether it is a symlink, or "-" when absent. */
+function entrySig(path: string): string {
+  try {
+    const st = lstatSync(path);
+    return `${st.ino}:${st.isSymbolicLink() ? "l" : "e"}`;
+  } catch {
+    return "-";
+  }
+}
+
+function realOf(path: string): string | null {
+  try {
+    return realpathSync(path);
+  } catch {
+    return null;
+  }
+}
+
+/** Whether everything `env` recorded is still so. */
+function envHolds(env: EnvBody): boolean {
+  for (const [path, sig] of Object.entries(env.files)) if (envSig(path).sig !== sig) return false;
+  for (const [dir, [dsig, names]] of Object.entries(env.dirs)) {
+    if (envSig(dir).sig === dsig) continue; // no entry added, removed or renamed
+    for (const [name, sig] of Object.entries(names)) if (entrySig(join(dir, name)) !== sig) return false;
+  }
+  for (const [path, real] of Object.entries(env.reals)) if (realOf(path) !== real) return false;
+  return true;
+}
+
+/** The signature of an `lstat` result. */
+export function sigOf(st: Stats): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+}
+
+/** The signature of a consulted path: the entry itself and, for a symlink, what it leads to. */
+export function envSig(path: string): { sig: string; changedMs: number } {
+  let st: Stats;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return { sig: "-", changedMs: 0 };
+  }
+  let sig = sigOf(st);
+  let changedMs = st.ctimeMs;
+  if (st.isSymbolicLink()) {
+    try {
+      const t = statSync(path);
+      sig += `>${sigOf(t)}`;
+      changedMs = Math.max(changedMs, t.ctimeMs);
+    } catch {
+      sig += ">-";
+    }
+  }
+  return { sig, changedMs };
+}
+
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.ELFPATCH_CACHE_DIR) return env.ELFPATCH_CACHE_DIR;
+  if (env.XDG_CACHE_HOME) return join(env.XDG_CACHE_HOME, "elfpatch");
+  return join(homedir(), ".cache", "elfpatch");
+}
+
+export class ResultCache {
+  private env: EnvBody = { files: {}, dirs: {}, reals: {} };
+  private files = new Map<string, [string, FileRecord | null]>();
+  private readonly fresh = new Map<string, [string, FileRecord | null]>();
+  /** Answers given from the cache in this run. */
+  hits = 0;
+  /** Answers found (not given) by this run. */
+  private found = 0;
+
+  private constructor(
+    private readonly file: string,
+    private readonly key: string,
+    private readonly runStartMs: number,
+  ) {}
+
+  /**
+   * Opens the cache for `key` (the options and versions) and `roots` (the real PATHs) in `dir`;
+   * an earlier run's answers are kept only when every consulted path is as it recorded.
+   */
+  static open(dir: string, key: string, roots: string[], runStartMs = Date.now()): ResultCache {
+    const name = createHash("sha256").update(`${key}\0${[...roots].sort().join("\0")}`).digest("hex").slice(0, 32);
+    const c = new ResultCache(join(dir, `${name}.json`), key, runStartMs);
+    let body: CacheBody;
+    try {
+      body = JSON.parse(readFileSync(c.file, "utf8")) as CacheBody;
+    } catch {
+      return c; // none yet, or unreadable: start empty
+    }
+    if (body?.format !== FORMAT || body.key !== key || typeof body.files !== "object") return c;
+    if (typeof body.env?.files !== "object" || typeof body.env.dirs !== "object" || typeof body.env.reals !== "object") return c;
+    if (!envHolds(body.env)) return c;
+    c.env = body.env;
+    c.files = new Map(Object.entries(body.files));
+    return c;
+  }
+
+  /** The recorded answer for `path` if its signature is unchanged. */
+  lookup(path: string, st: Stats): CachedVerdict | undefined {
+    const e = this.files.get(path);
+    if (e === undefined || e[0] !== sigOf(st)) return undefined;
+    this.hits++;
+    this.fresh.set(path, e);
+    if (e[1] === null) return { kind: "not-elf" };
+    const record = { ...e[1] };
+    if (record.status === "unchanged" && record.after === undefined) record.after = record.before; // stored once
+    return { kind: "record", record };
+  }
+
+  /** Records an answer found in this run (ignored for files that changed too recently). */
+  record(path: string, st: { sig: string; ctimeMs: number }, verdict: FileRecord | null): void {
+    if (st.ctimeMs >= this.runStartMs - SETTLE_MS) return;
+    if (verdict !== null) {
+      if (!(verdict.status === "unchanged" || (verdict.status === "skipped" && verdict.skipReason === "no-dynamic"))) return;
+      const { resolution: _r, journal: _j, beforeInfo: _b, afterInfo: _a, after, ...plain } = verdict;
+      verdict = verdict.status === "unchanged" ? plain : { ...plain, ...(after ? { after } : {}) };
+    }
+    this.found++;
+    this.fresh.set(path, [st.sig, verdict]);
+  }
+
+  /**
+   * Writes what this run knows: the answers it gave or found, if every consulted path (from the
+   * earlier run and this one) is settled. Returns whether it wrote.
+   */
+  save(consulted: ConsultedSet): boolean {
+    const nothingNew = this.found === 0 && consulted.files.size === 0 && consulted.names.size === 0 && consulted.reals.size === 0;
+    if (nothingNew && this.hits === this.files.size) return false; // every answer came from it: it is up to date
+    const env = this.settledEnv(consulted);
+    if (env === null) return false;
+    const files: Record<string, [string, FileRecord | null]> = {};
+    for (const p of [...this.fresh.keys()].sort()) files[p] = this.fresh.get(p)!;
+    const body: CacheBody = { format: FORMAT, key: this.key, env, files };
+    const tmp = `${this.file}.${process.pid}.tmp`;
+    try {
+      mkdirSync(join(this.file, ".."), { recursive: true });
+      writeFileSync(tmp, JSON.stringify(body));
+      renameSync(tmp, this.file);
+      return true;
+    } catch {
+      try {
+        unlinkSync(tmp);
+      } catch {
+        // never created
+      }
+      return false; // a cache that cannot be written is no error
+    }
+  }
+
+  /**
+   * The environment to record: the earlier run's (for the answers carried over) and this run's,
+   * as it is now; null when any of it changed during (or just before) this run, or differs from
+   * what a decision saw.
+   */
+  private settledEnv(c: ConsultedSet): EnvBody | null {
+    const settled = this.runStartMs - SETTLE_MS;
+    const env: EnvBody = { files: {}, dirs: {}, reals: {} };
+    for (const p of [...new Set([...Object.keys(this.env.files), ...c.files])].sort()) {
+      const { sig, changedMs } = envSig(p);
+      const old = this.env.files[p];
+      if (changedMs >= settled || (old !== undefined && old !== sig)) return null;
+      env.files[p] = sig;
+    }
+    const dirs = new Map<string, Map<string, boolean | null>>();
+    for (const [d, [, names]] of Object.entries(this.env.dirs)) dirs.set(d, new Map(Object.keys(names).map((n) => [n, null])));
+    for (const [d, names] of c.names) {
+      let m = dirs.get(d);
+      if (m === undefined) dirs.set(d, (m = new Map()));
+      for (const [n, found] of names) m.set(n, found);
+    }
+    for (const d of [...dirs.keys()].sort()) {
+      const names: Record<string, string> = {};
+      for (const [n, found] of [...dirs.get(d)!].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
+        const sig = entrySig(join(d, n));
+        const old = this.env.dirs[d]?.[1][n];
+        if ((found !== null && found !== (sig !== "-")) || (old !== undefined && old !== sig)) return null;
+        names[n] = sig;
+      }
+      env.dirs[d] = [envSig(d).sig, names];
+    }
+    const reals = new Map<string, string | null>([...Object.entries(this.env.reals), ...c.reals]);
+    for (const p of [...reals.keys()].sort()) {
+      const real = realOf(p);
+      if (real !== reals.get(p)) return null;
+      env.reals[p] = real;
+    }
+    return env;
+  }
+}
+
+/** The options part of the cache key: what decides the answers, and the code that decides them. */
+export function cacheKey(parts: unknown, version: string, wasm: Uint8Array): string {
+  return createHash("sha256").update(JSON.stringify(parts)).update(`\0${version}\0`).update(wasm).digest("hex");
+}
