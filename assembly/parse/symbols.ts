@@ -42,13 +42,29 @@ export function parseSymbolRefs(elf: Elf): void {
     img.fail(Status.BadSymbolTable);
     return;
   }
-  if (!img.at(off, count * ent)) return;
-  const sizeAt: u64 = img.is64 ? 16 : 8;
-  for (let i: u64 = 0; i < count; i++) {
-    elf.symNames.push(img.u32(off + i * ent));
-    const size = img.word(off + i * ent + sizeAt);
-    if (size > elf.maxSymSize) elf.maxSymSize = size;
+  const base = img.at(off, count * ent);
+  if (!base) return;
+  // One bounds check for the whole table, then plain loads (st_name, and st_size for the largest).
+  const n = <i32>count;
+  const names = new Array<u32>(n);
+  const big = img.big;
+  let maxSize: u64 = 0;
+  for (let i = 0; i < n; i++) {
+    const p = base + <usize>i * <usize>ent;
+    const name = load<u32>(p);
+    unchecked((names[i] = big ? bswap<u32>(name) : name));
+    let size: u64;
+    if (img.is64) {
+      const v = load<u64>(p + 16);
+      size = big ? bswap<u64>(v) : v;
+    } else {
+      const v = load<u32>(p + 8);
+      size = <u64>(big ? bswap<u32>(v) : v);
+    }
+    if (size > maxSize) maxSize = size;
   }
+  elf.symNames = names;
+  if (maxSize > elf.maxSymSize) elf.maxSymSize = maxSize;
   elf.dynsymOff = off;
   elf.dynsymCount = count;
   parseVersym(elf, count);

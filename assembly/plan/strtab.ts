@@ -37,89 +37,173 @@ import { isStringTag } from "../elf/constants";
 import { Elf, StrTab } from "../parse/model";
 import { Plan } from "./state";
 
-/** Sorted list of covered `.dynstr` intervals `[start, nul]` (inclusive), from live references. */
-class Covered {
-  starts: u64[] = [];
-  ends: u64[] = [];
+/**
+ * Which `.dynstr` bytes live references use: one bit per byte, set from each reference (offset
+ * 0, dynamic entries as they will be written, dynamic symbol names, `Verneed`/`Verdef` names) up
+ * to and including its NUL. Built with word operations: a reference walks only bytes no earlier
+ * reference covered (so the cost stays linear in the table size even when a hostile file points
+ * thousands of references into one long string), and the searches below skip 64 bytes at a time.
+ */
+class Coverage {
+  constructor(
+    public bits: usize,
+    public size: u64,
+  ) {}
+
+  isSet(i: u64): bool {
+    return ((load<u64>(this.bits + <usize>((i >> 6) << 3)) >> (i & 63)) & 1) != 0;
+  }
+
+  /** The first byte in [from, limit) a reference uses, or `limit`. */
+  nextSet(from: u64, limit: u64): u64 {
+    let i = from;
+    while (i < limit) {
+      const w = load<u64>(this.bits + <usize>((i >> 6) << 3)) >> (i & 63);
+      if (w != 0) {
+        const j = i + ctz(w);
+        return j < limit ? j : limit;
+      }
+      i = (i | 63) + 1;
+    }
+    return limit;
+  }
+
+  /** The first byte in [from, limit) no reference uses, or `limit`. */
+  nextUnset(from: u64, limit: u64): u64 {
+    let i = from;
+    while (i < limit) {
+      const w = ~load<u64>(this.bits + <usize>((i >> 6) << 3)) >> (i & 63);
+      if (w != 0) {
+        const j = i + ctz(w);
+        return j < limit ? j : limit;
+      }
+      i = (i | 63) + 1;
+    }
+    return limit;
+  }
+
+  /** Marks bytes [from, to] (whole words at a time). */
+  setRange(from: u64, to: u64): void {
+    if (to < from) return;
+    const first = from >> 6;
+    const last = to >> 6;
+    const lo = u64.MAX_VALUE << (from & 63);
+    const hi = u64.MAX_VALUE >> (63 - (to & 63));
+    if (first == last) {
+      this.or(first, lo & hi);
+      return;
+    }
+    this.or(first, lo);
+    for (let w = first + 1; w < last; w++) store<u64>(this.bits + <usize>(w << 3), u64.MAX_VALUE);
+    this.or(last, hi);
+  }
+
+  private or(word: u64, mask: u64): void {
+    const at = this.bits + <usize>(word << 3);
+    store<u64>(at, load<u64>(at) | mask);
+  }
+}
+
+/** The first NUL byte in [from, limit) of the table at `base`, or `limit` (8 bytes per step). */
+function nextNul(base: usize, from: u64, limit: u64): u64 {
+  let i = from;
+  while (i + 8 <= limit) {
+    const w = load<u64>(base + <usize>i);
+    if (((w - 0x0101010101010101) & ~w & 0x8080808080808080) != 0) break;
+    i += 8;
+  }
+  while (i < limit && load<u8>(base + <usize>i) != 0) i++;
+  return i;
 }
 
 /**
- * Marks every byte a live reference uses (offset 0, dynamic entries as they will be written,
- * dynamic symbol names, `Verneed`/`Verdef` names): from each reference up to its NUL. A run that
- * reaches a byte already marked stops there (the rest up to the NUL is marked already), so the
- * cost is one pass over the table plus one step per reference, with no sorting.
+ * Marks the reference at `r`: from `r` to its NUL, stopping early at a byte an earlier reference
+ * covered (from there on the bytes are marked up to the same NUL). Eight bytes per step while
+ * neither a NUL nor a covered byte is among them; every byte is walked at most once in all.
  */
-function markRef(mark: usize, base: usize, size: u64, r: u64): void {
-  if (r >= size) return; // validated at parse; defensive
-  for (let e = r; e < size; e++) {
-    if (load<u8>(mark + <usize>e) != 0) return;
-    store<u8>(mark + <usize>e, 1);
-    if (load<u8>(base + <usize>e) == 0) return;
+function markRef(c: Coverage, base: usize, r: u64): void {
+  const size = c.size;
+  if (r >= size || c.isSet(r)) return; // out of the table (validated at parse), or covered already
+  let i = r;
+  while (i + 8 <= size) {
+    // The 8 coverage bits and the 8 bytes at i: the first covered byte and the first NUL.
+    const shift = i & 63;
+    const word = c.bits + <usize>((i >> 6) << 3);
+    let cov = load<u64>(word) >> shift;
+    if (shift > 56) cov |= load<u64>(word + 8) << (64 - shift);
+    cov &= 0xff;
+    const w = load<u64>(base + <usize>i);
+    const zero = (w - 0x0101010101010101) & ~w & 0x8080808080808080; // lowest set bit: the first NUL
+    if (cov == 0 && zero == 0) {
+      i += 8;
+      continue;
+    }
+    const nul: u64 = zero != 0 ? ctz(zero) >> 3 : 8;
+    const used: u64 = cov != 0 ? ctz(cov) : 8;
+    if (used <= nul) c.setRange(r, i + used - 1);
+    else c.setRange(r, i + nul);
+    return;
   }
+  for (; i < size; i++) {
+    if (c.isSet(i)) {
+      c.setRange(r, i - 1);
+      return;
+    }
+    if (load<u8>(base + <usize>i) == 0) {
+      c.setRange(r, i);
+      return;
+    }
+  }
+  c.setRange(r, size - 1);
 }
 
-function covered(p: Plan): Covered {
+function coverage(p: Plan): Coverage {
   const elf = p.elf;
-  const c = new Covered();
   const base = elf.strPtr(0);
   const size = elf.strTableSize;
-  if (size == 0) return c;
-  const mark = heap.alloc(<usize>size);
-  memory.fill(mark, 0, <usize>size);
-  markRef(mark, base, size, 0);
+  const bytes = <usize>(((size + 63) >> 6) << 3);
+  const c = new Coverage(heap.alloc(bytes > 0 ? bytes : 8), size);
+  memory.fill(c.bits, 0, bytes);
+  markRef(c, base, 0);
   for (let i = 0, n = p.dyn.length; i < n; i++) {
     const e = unchecked(p.dyn[i]);
-    if (isStringTag(e.tag) && e.val != u64.MAX_VALUE) markRef(mark, base, size, e.val);
+    if (isStringTag(e.tag) && e.val != u64.MAX_VALUE) markRef(c, base, e.val);
   }
-  for (let i = 0, n = elf.symNames.length; i < n; i++) markRef(mark, base, size, <u64>unchecked(elf.symNames[i]));
+  for (let i = 0, n = elf.symNames.length; i < n; i++) markRef(c, base, <u64>unchecked(elf.symNames[i]));
   for (let i = 0, n = p.vnFiles.length; i < n; i++) {
     const v = unchecked(p.vnFiles[i]);
-    if (v != u64.MAX_VALUE) markRef(mark, base, size, v);
+    if (v != u64.MAX_VALUE) markRef(c, base, v);
   }
   for (let i = 0, n = elf.verneeds.length; i < n; i++) {
     const names = unchecked(elf.verneeds[i]).names;
-    for (let j = 0, m = names.length; j < m; j++) markRef(mark, base, size, <u64>unchecked(names[j]));
+    for (let j = 0, m = names.length; j < m; j++) markRef(c, base, <u64>unchecked(names[j]));
   }
-  for (let i = 0, n = elf.verdefAllNames.length; i < n; i++) markRef(mark, base, size, <u64>unchecked(elf.verdefAllNames[i]));
-  // Intervals [first marked byte, its NUL] (or [start, size] for an unterminated last string).
-  let start: i64 = -1;
-  for (let i: u64 = 0; i < size; i++) {
-    if (load<u8>(mark + <usize>i) == 0) continue;
-    if (start < 0) start = <i64>i;
-    if (load<u8>(base + <usize>i) == 0) {
-      c.starts.push(<u64>start);
-      c.ends.push(i);
-      start = -1;
-    }
-  }
-  if (start >= 0) {
-    c.starts.push(<u64>start);
-    c.ends.push(size);
-  }
-  heap.free(mark);
+  for (let i = 0, n = elf.verdefAllNames.length; i < n; i++) markRef(c, base, <u64>unchecked(elf.verdefAllNames[i]));
   return c;
 }
 
 /** Length of the unreferenced run of bytes starting at `pos` (0 if `pos` is in use). */
-function freeRunAt(c: Covered, pos: u64, size: u64): u64 {
-  for (let i = 0, n = c.starts.length; i < n; i++) {
-    const s = unchecked(c.starts[i]);
-    const e = unchecked(c.ends[i]);
-    if (pos >= s && pos <= e) return 0;
-    if (s > pos) return s - pos;
-  }
-  return size - pos;
+function freeRunAt(c: Coverage, pos: u64): u64 {
+  if (pos >= c.size || c.isSet(pos)) return 0;
+  return c.nextSet(pos, c.size) - pos;
 }
 
-/** Offset of an existing live string whose tail equals the new string, or u64.MAX. */
-function findExisting(p: Plan, c: Covered, s: usize, len: u64): u64 {
+/**
+ * Offset of an existing live string whose tail equals the new string (the first such string in
+ * the table), or u64.MAX: a NUL-terminated run ending in the `len` bytes, whose first byte of
+ * that tail a reference covers (the covering reference then runs through the same NUL).
+ */
+function findExisting(p: Plan, c: Coverage, s: usize, len: u64): u64 {
   const base = p.elf.strPtr(0);
-  for (let i = 0, n = c.starts.length; i < n; i++) {
-    const st = unchecked(c.starts[i]);
-    const e = unchecked(c.ends[i]);
-    if (e - st < len) continue;
-    const at = e - len;
-    if (len == 0 || memory.compare(base + <usize>at, s, <usize>len) == 0) return at;
+  const size = c.size;
+  const last = len > 0 ? load<u8>(s + <usize>(len - 1)) : 0;
+  let runStart: u64 = 0;
+  for (let e = nextNul(base, 0, size); e < size; e = nextNul(base, runStart, size)) {
+    if (e - runStart >= len) {
+      const at = e - len;
+      if (c.isSet(at) && (len == 0 || (load<u8>(base + <usize>(e - 1)) == last && memory.compare(base + <usize>at, s, <usize>len) == 0))) return at;
+    }
+    runStart = e + 1;
   }
   return u64.MAX_VALUE;
 }
@@ -146,12 +230,12 @@ function writeAt(elf: Elf, at: u64, s: usize, len: u64): void {
 export function placeString(p: Plan, s: usize, len: u64, oldOff: u64): u64 {
   const elf = p.elf;
   if (!elf.hasStrtab) return u64.MAX_VALUE;
-  const c = covered(p);
+  const c = coverage(p);
   const found = findExisting(p, c, s, len);
   if (found != u64.MAX_VALUE) return found;
   const size = elf.strTableSize;
   if (oldOff != u64.MAX_VALUE && oldOff < size) {
-    let room = freeRunAt(c, oldOff, size);
+    let room = freeRunAt(c, oldOff);
     const oldLen = <u64>elf.strLen(oldOff);
     if (!elf.freeSpaceTrusted && room > oldLen + 1) room = oldLen + 1;
     if (room >= len + 1) {
@@ -163,7 +247,7 @@ export function placeString(p: Plan, s: usize, len: u64, oldOff: u64): u64 {
     }
   }
   if (elf.freeSpaceTrusted) {
-    const at = firstFit(c, size, len);
+    const at = firstFit(c, len);
     if (at != u64.MAX_VALUE) {
       writeAt(elf, at, s, len);
       return at;
@@ -177,13 +261,13 @@ export function placeString(p: Plan, s: usize, len: u64, oldOff: u64): u64 {
   return at;
 }
 
-/** The first unreferenced run (gaps between covered intervals, and the tail) of `len + 1` bytes. */
-function firstFit(c: Covered, size: u64, len: u64): u64 {
-  let pos: u64 = 0;
-  for (let i = 0, n = c.starts.length; i <= n; i++) {
-    const next = i < n ? unchecked(c.starts[i]) : size;
-    if (next > pos && next - pos >= len + 1) return pos;
-    if (i < n) pos = unchecked(c.ends[i]) + 1;
+/** The first unreferenced run of `len + 1` bytes (between used bytes, or at the end). */
+function firstFit(c: Coverage, len: u64): u64 {
+  const size = c.size;
+  for (let pos = c.nextUnset(0, size); pos < size; ) {
+    const used = c.nextSet(pos, size);
+    if (used - pos >= len + 1) return pos;
+    pos = c.nextUnset(used, size);
   }
   return u64.MAX_VALUE;
 }
