@@ -1,6 +1,6 @@
 /**
  * The only code that stores planned values into the image's working copies, and the diff that
- * turns working copies into the edit list: `[f64 off][u32 len][u32 ptr]` records, sorted by
+ * turns working copies into the edit list: `[f64 off][u32 len][u32 ptr][u32 orig][u32 0]` records, sorted by
  * offset, covering only bytes that differ from the original (so a no-op plan emits nothing).
  */
 import { DT_MIPS_RLD_MAP_REL, DT_NULL, VER_NDX_GLOBAL } from "../elf/constants";
@@ -142,20 +142,24 @@ function forEachRun(chunks: Chunk[], fn: (c: Chunk, start: usize, end: usize, ou
 let emitCount: usize = 0;
 
 /**
- * The edit list: `[f64 off][u32 len][u32 ptr]` per run, in file order. `ptr` points at the bytes
- * in the working copies (valid until the next job), so no byte is copied twice.
+ * The edit list: `[f64 off][u32 len][u32 ptr][u32 orig][u32 0]` per run, in file order. `ptr`
+ * points at the new bytes in the working copies, `orig` at the file's original bytes of the same
+ * range as read (0 for bytes past the original end): the host journals them for `--in-place`
+ * without reading the file again. Both are valid until the next job.
  */
 export function emitEdits(chunks: Chunk[]): Out {
   emitCount = 0;
   forEachRun(chunks, (c: Chunk, start: usize, end: usize, out: Out | null): void => {
     emitCount++;
   }, null);
-  const out = new Out(emitCount > 0 ? emitCount * 16 : 1);
+  const out = new Out(emitCount > 0 ? emitCount * 24 : 1);
   forEachRun(chunks, (c: Chunk, start: usize, end: usize, out: Out | null): void => {
     const o = out!;
     o.f64(<f64>(c.off + <u64>start));
     o.u32(<u32>(end - start));
     o.u32(<u32>(c.work + start));
+    o.u32(c.orig == 0 ? 0 : <u32>(c.orig + start));
+    o.u32(0);
   }, out);
   return out;
 }

@@ -42,6 +42,10 @@ export interface InPlaceItem {
   edits: Edit[];
   newSize: number;
   verify: (fd: number) => void;
+  /** The file's size when it was planned; with the edits' original bytes the journal needs no read. */
+  size?: number;
+  /** Its change time then: a file changed since is not edited (IO_CHANGED). */
+  ctimeMs?: number;
 }
 
 let counter = 0;
@@ -51,7 +55,15 @@ function digest(body: string): string {
 }
 
 
-function undoFor(path: string, dir: string, edits: Edit[]): JournalFile {
+function undoFor(path: string, dir: string, edits: Edit[], plannedSize?: number): JournalFile {
+  if (plannedSize !== undefined) {
+    const inside = edits.filter((e) => e.offset < plannedSize);
+    if (inside.every((e) => e.orig !== undefined && e.offset + e.orig.length <= plannedSize)) {
+      // The core kept the original bytes of every range it changes: journal those.
+      const blocks = inside.map((e) => ({ offset: e.offset, data: Buffer.from(e.orig!.buffer, e.orig!.byteOffset, e.orig!.length).toString("base64") }));
+      return { file: relative(dir, path), size: plannedSize, blocks };
+    }
+  }
   const fd = openSync(path, "r");
   try {
     const size = fstatSync(fd).size;
@@ -73,7 +85,7 @@ function undoFor(path: string, dir: string, edits: Edit[]): JournalFile {
 /** Writes and syncs one journal for all `items`; returns its path. */
 function writeJournal(items: InPlaceItem[]): { path: string; body: JournalBody } {
   const dir = dirname(items[0]!.path);
-  const body: JournalBody = { version: 2, files: items.map((it) => undoFor(it.path, dir, it.edits)) };
+  const body: JournalBody = { version: 2, files: items.map((it) => undoFor(it.path, dir, it.edits, it.size)) };
   const text = JSON.stringify(body);
   counter++;
   const path = join(dir, `.elfpatch-${process.pid}-${threadId}-${counter}${UNDO_SUFFIX}`);
@@ -120,6 +132,12 @@ export function writeEditsInPlace(items: InPlaceItem[], defer = false): { errors
     let touched = false;
     try {
       fd = openSync(it.path, "r+"); // ETXTBSY for a running program: nothing written, nothing to undo
+      if (it.size !== undefined) {
+        const st = fstatSync(fd);
+        if (st.size !== it.size || (it.ctimeMs !== undefined && st.ctimeMs !== it.ctimeMs)) {
+          throw new ElfPatchError(ErrorCode.IO_CHANGED, "The file changed after it was planned; nothing written");
+        }
+      }
       touched = true;
       for (const e of it.edits) writeFully(fd, e.bytes, e.offset);
       if (fstatSync(fd).size !== it.newSize) throw new ElfPatchError(ErrorCode.INTERNAL, "Edited file has an unexpected size");

@@ -98,6 +98,8 @@ export interface PlannedFile {
   rec: FileRecord;
   plan: PlannedEdits | null;
   links: string[];
+  /** The file's change time when it was planned (edits are applied only to those bytes). */
+  ctimeMs?: number;
 }
 
 /** Plans one file; writes nothing. */
@@ -110,6 +112,7 @@ export function planOne(
   links: string[] = [],
 ): PlannedFile {
   const rec: FileRecord = { type: "file", path, status: "failed", changed: false, strategy: null, bytesAdded: 0, edits: 0 };
+  let ctimeMs: number | undefined;
   try {
     const fd = openSync(path, "r");
     let plan: PlannedEdits;
@@ -117,6 +120,7 @@ export function planOne(
       const st = fstatSync(fd);
       if (!st.isFile()) throw new ElfPatchError(ErrorCode.IO_NOT_FILE, "Not a regular file");
       rec.links = st.nlink;
+      ctimeMs = st.ctimeMs;
       plan = engine.plan(fdSource(fd, st.size), path, resolveRequest(spec, path, probe), spec.grow !== false);
     } finally {
       closeSync(fd);
@@ -139,9 +143,16 @@ export function planOne(
       rec.status = "would-patch";
       return { rec, plan: null, links };
     }
-    return { rec, plan, links };
+    return { rec, plan, links, ...(ctimeMs !== undefined ? { ctimeMs } : {}) };
   } catch (err) {
     rec.error = toErrorRecord(err);
+    if (rec.error.code === ErrorCode.ELF_BAD_MAGIC) {
+      // Not an ELF file (the scan left telling them apart to this open): the batch drops it.
+      rec.status = "skipped";
+      rec.skipReason = "not-elf";
+      delete rec.error;
+      return { rec, plan: null, links };
+    }
     if (rec.error.code === ErrorCode.ELF_NO_DYNAMIC) {
       // A static executable or an object file: nothing a dynamic edit applies to.
       rec.status = "skipped";
@@ -198,7 +209,10 @@ export function writePlanned(engine: CoreEngine, planned: PlannedFile[], spec: B
   for (const p of planned) if (p.plan && !writesInPlace(spec, p)) writeRenamed(engine, p, keepInfo, dirs);
   for (const d of dirs) syncDir(d);
   const { errors, journal } = writeEditsInPlace(
-    inPlace.map((p) => ({ path: p.rec.path, edits: p.plan!.edits, newSize: p.plan!.newSize, verify: verifier(engine, p, keepInfo) })),
+    inPlace.map((p) => ({
+      path: p.rec.path, edits: p.plan!.edits, newSize: p.plan!.newSize, size: p.plan!.before.size, ...(p.ctimeMs !== undefined ? { ctimeMs: p.ctimeMs } : {}),
+      verify: verifier(engine, p, keepInfo),
+    })),
     defer,
   );
   inPlace.forEach((p, i) => {

@@ -60,7 +60,7 @@ function skippedRecord(s: SkippedFile): FileRecord {
 export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOptions): Promise<BatchResult> {
   const t0 = performance.now();
   const cache = opts.cache;
-  const found = scan(paths, { ...opts.scan, ...(cache ? { cache } : {}) });
+  const found = scan(paths, { ...opts.scan, sniff: false, ...(cache ? { cache } : {}) });
   const recovered: string[] = [];
   const records: FileRecord[] = [];
   for (const j of found.journals) {
@@ -93,10 +93,30 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
   trackConsulted(cache !== undefined);
   opts.onStart?.(found.files.length, total);
   const onFile = opts.onFile ?? (() => {});
-  const shards = shard(found.files, { threads: Math.max(1, opts.jobs) });
+  // In place, every shard costs an undo journal made durable (two fsyncs) before its first edit:
+  // fewer, larger shards.
+  const shards = shard(found.files, { threads: Math.max(1, opts.jobs), maxFiles: spec.write === "in-place" ? 256 : 64 });
   // The code that opens and patches files is loaded only when there is a file to open (a re-run
   // answered from the result cache needs none of it).
-  if (shards.length) records.push(...(await workShards(shards, spec, opts.jobs, onFile, consulted, cache !== undefined)));
+  let notElf = 0;
+  if (shards.length) {
+    const notElfPaths = new Set<string>();
+    for (const r of await workShards(shards, spec, opts.jobs, onFile, consulted, cache !== undefined)) {
+      if (r.skipReason !== "not-elf") records.push(r);
+      else {
+        notElfPaths.add(r.path);
+        const f = byPath?.get(r.path);
+        if (f) cache!.record(r.path, f, null);
+      }
+    }
+    notElf = notElfPaths.size;
+    if (notElf > 0) {
+      // Other hard links to a file that turned out not to be ELF are not reported either.
+      const kept = records.filter((r) => !(r.skipReason === "duplicate" && r.duplicateOf !== undefined && notElfPaths.has(r.duplicateOf)));
+      notElf += records.length - kept.length;
+      records.splice(0, records.length, ...kept);
+    }
+  }
   await rollBackCrashedShards(records);
   // Group commit of the in-place edits: one sync, then the journals go.
   const pending = records.filter((r) => r.journal !== undefined);
@@ -118,6 +138,7 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
   records.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   const summary = summarize(records, found.skipped, recovered, performance.now() - t0);
   summary.cached = found.cached.length;
+  summary.notElf += notElf;
   return { records, summary };
 }
 

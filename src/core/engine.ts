@@ -200,15 +200,29 @@ function readRange(core: CoreExports, src: ByteSource, off: number, len: number)
   src.read(new Uint8Array(core.memory.buffer, ptr, len), off); // fresh view: memory may have grown
 }
 
-/** Reads the edit list: `[f64 off][u32 len][u32 ptr]` records pointing into the core's memory. */
+/**
+ * Reads the edit list: `[f64 off][u32 len][u32 ptr][u32 orig][u32 0]` records pointing into the
+ * core's memory. The new and original bytes of all edits are copied out into one buffer.
+ */
 function decodeEdits(buffer: ArrayBuffer, ptr: number, len: number): Edit[] {
   const view = new DataView(buffer, ptr, len);
+  const mem = new Uint8Array(buffer);
+  let total = 0;
+  for (let at = 0; at + 24 <= len; at += 24) total += view.getUint32(at + 8, true) * (view.getUint32(at + 16, true) ? 2 : 1);
+  const copy = new Uint8Array(total);
   const edits: Edit[] = [];
-  for (let at = 0; at + 16 <= len; at += 16) {
+  let to = 0;
+  const take = (p: number, n: number): Uint8Array => {
+    copy.set(mem.subarray(p, p + n), to);
+    to += n;
+    return copy.subarray(to - n, to);
+  };
+  for (let at = 0; at + 24 <= len; at += 24) {
     const offset = view.getFloat64(at, true);
     const n = view.getUint32(at + 8, true);
-    const p = view.getUint32(at + 12, true);
-    edits.push({ offset, bytes: new Uint8Array(buffer.slice(p, p + n)) });
+    const bytes = take(view.getUint32(at + 12, true), n);
+    const o = view.getUint32(at + 16, true);
+    edits.push(o ? { offset, bytes, orig: take(o, n) } : { offset, bytes });
   }
   return edits;
 }

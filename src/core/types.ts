@@ -63,6 +63,8 @@ export interface FileError {
 export interface Edit {
   offset: number;
   bytes: Uint8Array;
+  /** The file's original bytes of the same range, as the core read them (absent past the original end). */
+  orig?: Uint8Array;
 }
 
 /** The tag to use when a run path is set: `DT_RUNPATH` (patchelf's default) or `DT_RPATH` (forced). */

@@ -21,6 +21,11 @@ export interface ScanOptions {
   followSymlinks?: boolean;
   /** Answers from an earlier run (files whose signature is unchanged are not opened). */
   cache?: ResultCache;
+  /**
+   * false: regular files are not opened here; whoever opens them next tells ELF from the rest
+   * (the batch does, saving an open and a read per file). Default true.
+   */
+  sniff?: boolean;
 }
 
 export interface ScannedFile {
@@ -84,6 +89,7 @@ function matcher(globs: string[] | undefined): ((rel: string) => boolean) | null
 export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
   const res: ScanResult = { files: [], skipped: [], errors: [], journals: [], staleTemps: [], cached: [] };
   const cache = opts.cache;
+  const sniff = opts.sniff;
   const roots = paths.map((p) => resolve(p));
   const realRoots = roots.map((r) => {
     try {
@@ -110,9 +116,11 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
     }
     const sig = sigOf(st);
     const known = cache?.lookup(path, st);
+    const filtered = (include !== null && !include(rel)) || (exclude !== null && exclude(rel));
     let elf: boolean;
     try {
-      elf = known ? known.kind === "record" : st.size >= 4 && isElf(path);
+      // Deferred: a file that is not ELF comes back from the batch as skipped "not-elf".
+      elf = known ? known.kind === "record" : st.size >= 4 && ((sniff === false && !filtered) || isElf(path));
     } catch (err) {
       return void res.errors.push({ path, error: toErrorRecord(err) });
     }
@@ -120,7 +128,7 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
       if (!known) cache?.record(path, { sig, ctimeMs: st.ctimeMs }, null);
       return void res.skipped.push({ path, reason: "not-elf" });
     }
-    if ((include && !include(rel)) || (exclude && exclude(rel))) return void res.skipped.push({ path, reason: "excluded" });
+    if (filtered) return void res.skipped.push({ path, reason: "excluded" });
     const file: ScannedFile = { path, size: st.size, dev: st.dev, ino: st.ino, nlink: st.nlink, sig, ctimeMs: st.ctimeMs };
     seen.set(key, file);
     if (known?.kind === "record") res.cached.push(known.record);
