@@ -186,7 +186,8 @@ function writesInPlace(spec: BatchSpec, p: PlannedFile): boolean {
 function writeRenamed(engine: CoreEngine, p: PlannedFile, keepInfo: boolean, dirs: Set<string>): void {
   const { rec, plan } = p;
   try {
-    writeEditsAtomically(rec.path, plan!.edits, plan!.newSize, verifier(engine, p, keepInfo), dirs);
+    const planned = { size: plan!.before.size, ...(p.ctimeMs !== undefined ? { ctimeMs: p.ctimeMs } : {}) };
+    writeEditsAtomically(rec.path, plan!.edits, plan!.newSize, verifier(engine, p, keepInfo), dirs, planned);
     rec.write = "rename";
     rec.status = "patched";
     // Other links to the old inode inside the batch get the new version too (links outside,

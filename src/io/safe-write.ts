@@ -24,7 +24,8 @@ function tempPathFor(target: string): string {
 /**
  * Writes `edits` to a copy of `target` and renames it over `target`. `verify(fd)` runs on the
  * finished temp file before the rename and throws to abort. With `dirs`, the directory fsync is
- * left to the caller (it collects the directories and syncs each once).
+ * left to the caller (it collects the directories and syncs each once). With `planned`, a file
+ * whose size or ctime is no longer what the edits were planned on is not touched (IO_CHANGED).
  */
 export function writeEditsAtomically(
   target: string,
@@ -32,11 +33,15 @@ export function writeEditsAtomically(
   newSize: number,
   verify: (fd: number) => void,
   dirs?: Set<string>,
+  planned?: { size: number; ctimeMs?: number },
 ): void {
   const tmp = tempPathFor(target);
   let fd = -1;
   try {
     const st = statSync(target);
+    if (planned && (st.size !== planned.size || (planned.ctimeMs !== undefined && st.ctimeMs !== planned.ctimeMs))) {
+      throw new ElfPatchError(ErrorCode.IO_CHANGED, "The file changed after it was planned; nothing written");
+    }
     copyFileSync(target, tmp, constants.COPYFILE_FICLONE);
     // The copy has the original's mode; a read-only file must still be writable to us while we edit it.
     chmodSync(tmp, (st.mode & 0o7777) | 0o200);

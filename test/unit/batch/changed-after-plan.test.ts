@@ -1,0 +1,74 @@
+/**
+ * Edits are applied only to the bytes they were planned on: a file whose size or ctime changed
+ * between planning and writing gets a failed record (IO_CHANGED) and is left exactly as the other
+ * writer left it, in both write modes; no journal or temp file stays behind. Also: the in-place
+ * journal takes the original bytes the core kept, and rolling it back restores the file.
+ */
+import { appendFileSync, chmodSync, copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { CoreEngine } from "../../../src/core/engine.js";
+import { planOne, writePlanned, type BatchSpec } from "../../../src/batch/process-file.js";
+import { recoverJournal, writeEditsInPlace } from "../../../src/batch/journal.js";
+import { LibraryProbe } from "../../../src/policy/rpath.js";
+
+const LIB = "/usr/lib/x86_64-linux-gnu/libz.so.1";
+const LONG = "/opt/elfpatch-changed-after-plan/a/directory/long/enough/that/the/file/has/to/grow/lib";
+
+describe("a file that changes after it was planned", () => {
+  for (const write of ["rename", "in-place"] as const) {
+    for (const change of ["chmod", "append"] as const) {
+      it(`${write}: ${change} between plan and write gives IO_CHANGED and nothing written`, () => {
+        const dir = mkdtempSync(join(tmpdir(), "elfpatch-changed-"));
+        try {
+          const f = join(dir, "libz.so.1");
+          copyFileSync(LIB, f);
+          const spec: BatchSpec = { req: { setRpath: LONG, rpathTag: "rpath" }, write };
+          const engine = CoreEngine.create();
+          const p = planOne(engine, f, spec, new LibraryProbe());
+          expect(p.plan?.edits.length).toBeGreaterThan(0);
+          // Past the file system's timestamp tick, so the change gets a new ctime.
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30);
+          if (change === "chmod") chmodSync(f, 0o600);
+          else appendFileSync(f, "x");
+          const other = readFileSync(f);
+          writePlanned(engine, [p], spec, false, false);
+          expect(p.rec.status).toBe("failed");
+          expect(p.rec.error?.code).toBe("IO_CHANGED");
+          expect(readFileSync(f).equals(other)).toBe(true);
+          expect(readdirSync(dir)).toEqual(["libz.so.1"]);
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      });
+    }
+  }
+
+  it("in place, the journal holds the original bytes of every edited range, from the core", () => {
+    const dir = mkdtempSync(join(tmpdir(), "elfpatch-changed-"));
+    try {
+      const f = join(dir, "libz.so.1");
+      copyFileSync(LIB, f);
+      const orig = readFileSync(f);
+      const engine = CoreEngine.create();
+      const p = planOne(engine, f, { req: { setRpath: LONG, rpathTag: "rpath" } }, new LibraryProbe());
+      const plan = p.plan!;
+      // Every edit inside the original file carries the original bytes of its range.
+      for (const e of plan.edits) {
+        if (e.offset >= orig.length) expect(e.orig).toBeUndefined();
+        else expect(Buffer.from(e.orig!).equals(orig.subarray(e.offset, e.offset + e.bytes.length))).toBe(true);
+      }
+      const { errors, journal } = writeEditsInPlace(
+        [{ path: f, edits: plan.edits, newSize: plan.newSize, size: plan.before.size, verify: () => {} }],
+        true,
+      );
+      expect(errors).toEqual([null]);
+      expect(readFileSync(f).equals(orig)).toBe(false);
+      recoverJournal(journal!);
+      expect(readFileSync(f).equals(orig)).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
