@@ -87,11 +87,16 @@ function realOf(path: string): string | null {
   }
 }
 
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
+
+/** A directory signature that never matches: the directory changed too recently to trust it. */
+const UNSETTLED = "~";
+
 /** Whether everything `env` recorded is still so. */
 function envHolds(env: EnvBody): boolean {
   for (const [path, sig] of Object.entries(env.files)) if (envSig(path).sig !== sig) return false;
   for (const [dir, [dsig, names]] of Object.entries(env.dirs)) {
-    if (envSig(dir).sig === dsig) continue; // no entry added, removed or renamed
+    if (dsig !== UNSETTLED && envSig(dir).sig === dsig) continue; // no entry added, removed or renamed
     for (const [name, sig] of Object.entries(names)) if (entrySig(join(dir, name)) !== sig) return false;
   }
   for (const [path, real] of Object.entries(env.reals)) if (realOf(path) !== real) return false;
@@ -159,11 +164,22 @@ export class ResultCache {
     } catch {
       return c; // none yet, or unreadable: start empty
     }
-    if (body?.format !== FORMAT || body.key !== key || typeof body.files !== "object") return c;
-    if (typeof body.env?.files !== "object" || typeof body.env.dirs !== "object" || typeof body.env.reals !== "object") return c;
-    if (!envHolds(body.env)) return c;
-    c.env = body.env;
-    c.files = new Map(Object.entries(body.files));
+    if (body === null || typeof body !== "object" || body.format !== FORMAT || body.key !== key) return c;
+    if (!isObject(body.files) || !isObject(body.env) || !isObject(body.env.files) || !isObject(body.env.dirs) || !isObject(body.env.reals)) return c;
+    try {
+      // A file of the right format but the wrong shape (edited by hand, written by a bug) is
+      // as good as none: any surprise in it means starting empty.
+      if (!envHolds(body.env)) return c;
+      const files = new Map<string, [string, FileRecord | null]>();
+      for (const [path, e] of Object.entries(body.files)) {
+        if (!Array.isArray(e) || typeof e[0] !== "string" || (e[1] !== null && !isObject(e[1]))) return c;
+        files.set(path, e);
+      }
+      c.env = body.env;
+      c.files = files;
+    } catch {
+      // start empty
+    }
     return c;
   }
 
@@ -248,7 +264,10 @@ export class ResultCache {
         if ((found !== null && found !== (sig !== "-")) || (old !== undefined && old !== sig)) return null;
         names[n] = sig;
       }
-      env.dirs[d] = [envSig(d).sig, names];
+      // A directory that changed within the settle time gets no signature: a name added in the
+      // same timestamp tick would leave it equal. Its names are then checked one by one.
+      const { sig, changedMs } = envSig(d);
+      env.dirs[d] = [changedMs >= settled ? UNSETTLED : sig, names];
     }
     const reals = new Map<string, string | null>([...Object.entries(this.env.reals), ...c.reals]);
     for (const p of [...reals.keys()].sort()) {

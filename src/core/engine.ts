@@ -116,7 +116,7 @@ export class CoreEngine {
   }
 
   /** Parses `src`: returns the status and, on success, the info record. */
-  parse(src: ByteSource, path: string, flags: number, fresh = true): { status: Status; info?: ElfInfo } {
+  parse(src: ByteSource, path: string, flags: number, fresh = true, decode = true): { status: Status; info?: ElfInfo } {
     const size = src.size;
     return this.guarded((core) => {
       if (fresh) {
@@ -131,6 +131,7 @@ export class CoreEngine {
         status = core.parse(flags) as Status;
       }
       if (status !== Status.Ok) return { status };
+      if (!decode) return { status };
       const mem = new Uint8Array(core.memory.buffer, core.infoPtr(), core.infoLen());
       return { status, info: decodeInfo(path, size, mem) };
     });
@@ -159,8 +160,9 @@ export class CoreEngine {
     const before = light.info;
     const request = typeof req === "function" ? req(before) : req;
     if (isNoopFor(request, before)) return { before, edits: [], newSize: before.size, strategy: "in-place", movedBytes: 0 };
-    let r = this.parse(src, path, ParseFlag.Refs, false);
-    if (!r.info) throw statusError(r.status);
+    // The full parse (symbol tables too) for the planner; its info record is the light one's again.
+    let r = this.parse(src, path, ParseFlag.Refs, false, false);
+    if (r.status !== Status.Ok) throw statusError(r.status);
     const blob = encodeRequest(request);
     for (let round = 0; ; round++) {
       const status = this.guarded((core) => {
@@ -173,8 +175,8 @@ export class CoreEngine {
       });
       if (status === Status.NeedRange) {
         if (round >= MAX_ROUNDS) throw new ElfPatchError(ErrorCode.INTERNAL, "Core asked for too many ranges");
-        r = this.parse(src, path, ParseFlag.Refs, false);
-        if (!r.info) throw statusError(r.status);
+        r = this.parse(src, path, ParseFlag.Refs, false, false);
+        if (r.status !== Status.Ok) throw statusError(r.status);
         continue;
       }
       if (status !== Status.Ok) throw statusError(status);

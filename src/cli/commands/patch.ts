@@ -31,7 +31,8 @@ async function openCache(batch: BatchSpec, paths: string[], dir: string | undefi
   const [{ cacheKey, defaultCacheDir, ResultCache }, { wasmPath }] = await Promise.all([
     import("../../batch/cache.js"), import("../../core/module.js"),
   ]);
-  const key = cacheKey({ req: batch.req, rpath: batch.rpath ?? null, grow: batch.grow }, packageVersion(), readFileSync(wasmPath()));
+  // The working directory too: relative run-path entries are looked up from it.
+  const key = cacheKey({ req: batch.req, rpath: batch.rpath ?? null, grow: batch.grow, cwd: process.cwd() }, packageVersion(), readFileSync(wasmPath()));
   const roots = paths.map((p) => {
     try {
       return realpathSync(p);
