@@ -30,7 +30,7 @@ import type { FileRecord } from "./process-file.js";
 
 /** How long before a run a file (or consulted path) must have last changed to be recorded. */
 export const SETTLE_MS = 2000;
-const FORMAT = 1;
+const FORMAT = 2;
 
 /** The recorded answer for one file: an unchanged/skipped record, or "not an ELF file". */
 export type CachedVerdict = { kind: "record"; record: FileRecord } | { kind: "not-elf" };
@@ -190,8 +190,11 @@ export class ResultCache {
     this.hits++;
     this.fresh.set(path, e);
     if (e[1] === null) return { kind: "not-elf" };
-    const record = { ...e[1] };
-    if (record.status === "unchanged" && record.after === undefined) record.after = record.before; // stored once
+    // Stored without what every such record has (and without `after`, equal to `before` for an
+    // unchanged file); rebuilt with the same keys in the same order as the run that found it.
+    const stored = e[1] as Partial<FileRecord>;
+    const record: FileRecord = { type: "file", path, status: stored.status!, changed: false, strategy: null, bytesAdded: 0, edits: 0, ...stored };
+    if (record.status === "unchanged" && record.after === undefined) record.after = record.before;
     return { kind: "record", record };
   }
 
@@ -200,8 +203,12 @@ export class ResultCache {
     if (st.ctimeMs >= this.runStartMs - SETTLE_MS) return;
     if (verdict !== null) {
       if (!(verdict.status === "unchanged" || (verdict.status === "skipped" && verdict.skipReason === "no-dynamic"))) return;
-      const { resolution: _r, journal: _j, beforeInfo: _b, afterInfo: _a, after, ...plain } = verdict;
-      verdict = verdict.status === "unchanged" ? plain : { ...plain, ...(after ? { after } : {}) };
+      if (verdict.changed || verdict.strategy !== null || verdict.bytesAdded !== 0 || verdict.edits !== 0) return;
+      const {
+        resolution: _r, journal: _j, beforeInfo: _b, afterInfo: _a, type: _t, path: _p, changed: _c, strategy: _s, bytesAdded: _n, edits: _e,
+        after, ...plain
+      } = verdict;
+      verdict = (verdict.status === "unchanged" ? plain : { ...plain, ...(after ? { after } : {}) }) as FileRecord;
     }
     this.found++;
     this.fresh.set(path, [st.sig, verdict]);
