@@ -17,6 +17,13 @@ import { UNDO_SUFFIX } from "./temp-names.js";
 
 /** How long the main thread works alone before worker threads are started. */
 const POOL_AFTER_MS = 150;
+/**
+ * Workers are started only when the work left, at the main thread's pace so far, would take
+ * longer than this: a thread costs its start-up (loading piscina and the worker module,
+ * instantiating the core) before it helps, so a re-run that is mostly done by then finishes
+ * sooner alone.
+ */
+const POOL_WORTH_MS = 300;
 
 export interface BatchOptions {
   jobs: number;
@@ -145,7 +152,8 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
 /**
  * Works through the shards: the main thread is one of the `jobs` threads, alongside jobs - 1
  * workers (one thread fewer to start, and one Wasm memory fewer: flatter peak RSS). The workers
- * start only once the main thread has been busy for POOL_AFTER_MS with work still left: starting
+ * start only once the main thread has been busy for POOL_AFTER_MS and the work left is worth
+ * POOL_WORTH_MS more at its pace: starting
  * threads costs more than a whole re-run of a patched tree takes.
  */
 async function workShards(
@@ -173,11 +181,16 @@ async function workShards(
     }
   };
   const t1 = performance.now();
+  let left = shards.reduce((n, s) => n + s.length, 0);
+  let done = 0;
   try {
     for (let s = shards.shift(); s !== undefined; s = shards.shift()) {
       const files = s;
       records.push(...processShard(engine, files, spec, probe, (i) => onFile(files[i]!.size)));
-      if (pool === null && workers > 0 && shards.length > 0 && performance.now() - t1 > POOL_AFTER_MS) {
+      done += files.length;
+      left -= files.length;
+      const elapsed = performance.now() - t1;
+      if (pool === null && workers > 0 && shards.length > 0 && elapsed > POOL_AFTER_MS && (elapsed / done) * left > POOL_WORTH_MS) {
         pool = await Pool.create(workers);
         for (let i = 0; i < workers; i++) running.push(worker(pool));
       }
