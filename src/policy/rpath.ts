@@ -107,7 +107,8 @@ const trimSlash = (d: string): string => (d.length > 1 ? d.replace(/\/+$/, "") :
  */
 function keepTransitive(all: string[], direct: string[], info: ElfInfo, file: string, probe: LibraryProbe): string[] {
   const dropped = all.filter((e) => e.startsWith("/") && !direct.includes(e));
-  if (dropped.length === 0) return direct;
+  // Nothing dropped, or no DT_NEEDED at all (then nothing is loaded through the run path either).
+  if (dropped.length === 0 || info.needed.length === 0) return direct;
   const report = probe.resolver().resolve(file, { rpath: all.join(":"), runpath: null });
   const served = new Set(
     report.needed.filter((n) => n.via === "rpath" && n.from === file && n.dir).map((n) => trimSlash(n.dir!)),
