@@ -18,7 +18,6 @@
  * The tag is `DT_RPATH` with `force`, else `DT_RUNPATH`.
  */
 import { closeSync, openSync, readSync } from "node:fs";
-import { dirname, join } from "node:path";
 import { CoreEngine } from "../core/engine.js";
 import type { EditRequest, ElfInfo, RunpathTag } from "../core/types.js";
 import { Resolver } from "../resolve/resolver.js";
@@ -132,7 +131,8 @@ function shrink(entries: string[], info: ElfInfo, probe: LibraryProbe): string[]
       kept.push(e); // $ORIGIN-relative and relative entries are kept, as patchelf does
       continue;
     }
-    const provides = info.needed.filter((n) => !found.has(n) && !n.includes("/") && probe.identity(join(e, n)) === want);
+    // The path the loader tries: directory, "/", name (no normalisation; the kernel resolves it).
+    const provides = info.needed.filter((n) => !found.has(n) && !n.includes("/") && probe.identity(`${e}/${n}`) === want);
     if (provides.length) {
       provides.forEach((n) => found.add(n));
       kept.push(e);
