@@ -3,7 +3,9 @@
  * their first bytes (not their name or mode); a file reached twice (symlink, hard link) is handled
  * once (by device and inode). Symlinks are not followed out of the batch: a symlink whose target
  * lies inside one of the roots is a duplicate; one leading elsewhere is skipped (unless
- * `followSymlinks`). Directory listings are read once; non-ELF files cost one small read.
+ * `followSymlinks`). Directory listings are read once; telling ELF from the rest costs one small
+ * read here, or nothing with `sniff: false` (the batch, which opens every file anyway); a file the
+ * result cache knows costs nothing but its `lstat`.
  */
 import { createRequire } from "node:module";
 import { closeSync, lstatSync, openSync, readdirSync, readSync, realpathSync, statSync, type Stats } from "node:fs";
