@@ -93,7 +93,7 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
   for (const s of found.skipped) {
     if (s.reason !== "not-elf" && s.reason !== "not-regular" && s.reason !== "symlink-dangling") records.push(skippedRecord(s));
   }
-  records.push(...found.cached);
+  for (const r of found.cached) records.push(r); // (a spread of 100k+ records overflows the stack)
   const total = found.files.reduce((a, f) => a + f.size, 0);
   const byPath = cache ? new Map(found.files.map((f) => [f.path, f])) : null;
   const consulted = new ConsultedSet();
@@ -121,7 +121,8 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
       // Other hard links to a file that turned out not to be ELF are not reported either.
       const kept = records.filter((r) => !(r.skipReason === "duplicate" && r.duplicateOf !== undefined && notElfPaths.has(r.duplicateOf)));
       notElf += records.length - kept.length;
-      records.splice(0, records.length, ...kept);
+      records.length = 0;
+      for (const r of kept) records.push(r);
     }
   }
   await rollBackCrashedShards(records);

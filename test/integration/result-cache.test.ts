@@ -215,6 +215,33 @@ function cacheBody(dir: string): { env: { dirs: Record<string, [string, Record<s
 }
 
 /** Brings a tree to the fixed point of `opts` without the cache, then gives its files old times. */
+/**
+ * A tree whose answers are recorded in its own cache (run twice: the second is all cached), with
+ * the `--no-cache` run to compare with.
+ */
+function recordedCache(tree: string, dirName: string) {
+  const cache = path.join(work, dirName, "cache");
+  const n = elfCount();
+  const opts = [...recipe(t.profile!), "--no-resolve"];
+  const args = [...cacheArgs(cache), ...opts, tree];
+  const ref = patch(["--no-cache", ...opts, tree]);
+  expect(ref.status).toBe(0);
+  expect(patch(args).summary.cached).toBe(0);
+  expect(patch(args).summary.cached).toBe(n);
+  const [name] = cacheFiles(cache);
+  return { tree, cache, n, opts, args, ref, name, file: path.join(cache, name!) };
+}
+
+/** A run over a broken cache: exit 0, nothing from the cache, the --no-cache answers; and it rewrites the cache. */
+function expectNoCacheAnswers(what: string, args: string[], ref: Run, n: number): void {
+  const r = patch(args);
+  expect(r.status, `${what}: ${r.stderr}`).toBe(0);
+  expect(r.summary.cached, what).toBe(0);
+  expect(r.records, what).toEqual(ref.records);
+  expect(comparable(r.summary), what).toEqual(comparable(ref.summary));
+  expect(patch(args).summary.cached, what).toBe(n); // rewritten by that run: the next one answers from it
+}
+
 function prePatch(tree: string, opts: string[]): void {
   const p = cli(["patch", "--no-cache", "--no-progress", ...opts, tree]);
   expect(p.status, p.stderr).toBe(0);
@@ -579,17 +606,7 @@ describe.skipIf(!TOOLS_READY)("elfpatch patch: the result cache", () => {
   });
 
   it("a corrupt or unusable cache is ignored: the run gives the --no-cache answers, exits 0 and repairs it", () => {
-    const tree = t.tree7!;
-    const cache = path.join(work, "t7", "cache");
-    const n = elfCount();
-    const opts = [...recipe(t.profile!), "--no-resolve"];
-    const args = [...cacheArgs(cache), ...opts, tree];
-    const ref = patch(["--no-cache", ...opts, tree]);
-    expect(ref.status).toBe(0);
-    expect(patch(args).summary.cached).toBe(0);
-    expect(patch(args).summary.cached).toBe(n);
-    const [name] = cacheFiles(cache);
-    const file = path.join(cache, name!);
+    const { tree, cache, n, opts, args, ref, name, file } = recordedCache(t.tree7!, "t7");
     const good = fs.readFileSync(file);
     const body = JSON.parse(good.toString("utf8")) as Record<string, unknown>;
     const garbage = Buffer.alloc(4096);
@@ -607,13 +624,7 @@ describe.skipIf(!TOOLS_READY)("elfpatch patch: the result cache", () => {
     ];
     for (const [what, content] of corruptions) {
       fs.writeFileSync(file, content);
-      const r = patch(args);
-      expect(r.status, `${what}: ${r.stderr}`).toBe(0);
-      expect(r.summary.cached, what).toBe(0);
-      expect(r.records, what).toEqual(ref.records);
-      expect(comparable(r.summary), what).toEqual(comparable(ref.summary));
-      // Rewritten by that run: the next one answers from it.
-      expect(patch(args).summary.cached, what).toBe(n);
+      expectNoCacheAnswers(what, args, ref, n);
       expect(cacheFiles(cache), what).toEqual([name]);
     }
     // A directory where the cache file goes: neither read nor written, no error, no temp file left.
@@ -635,17 +646,7 @@ describe.skipIf(!TOOLS_READY)("elfpatch patch: the result cache", () => {
     expect(fs.readFileSync(notDir, "utf8")).toBe("x");
   });
   it("a cache file of the right format and key but the wrong shape inside is no cache: no failure, the --no-cache answers", () => {
-    const tree = t.tree8!;
-    const cache = path.join(work, "t8", "cache");
-    const n = elfCount();
-    const opts = [...recipe(t.profile!), "--no-resolve"];
-    const args = [...cacheArgs(cache), ...opts, tree];
-    const ref = patch(["--no-cache", ...opts, tree]);
-    expect(ref.status).toBe(0);
-    expect(patch(args).summary.cached).toBe(0);
-    expect(patch(args).summary.cached).toBe(n);
-    const [name] = cacheFiles(cache);
-    const file = path.join(cache, name!);
+    const { tree, cache, n, args, ref, file } = recordedCache(t.tree8!, "t8");
     const body = cacheBody(cache);
     const lib = path.join(tree, "lib", plainLibs[0]!);
     expect(body.files[lib]?.[1]).toMatchObject({ status: "unchanged" });
@@ -657,12 +658,7 @@ describe.skipIf(!TOOLS_READY)("elfpatch patch: the result cache", () => {
     ];
     for (const [what, content] of shapes) {
       fs.writeFileSync(file, JSON.stringify(content));
-      const r = patch(args);
-      expect(r.status, `${what}: ${r.stderr}`).toBe(0);
-      expect(r.summary.cached, what).toBe(0);
-      expect(r.records, what).toEqual(ref.records);
-      expect(comparable(r.summary), what).toEqual(comparable(ref.summary));
-      expect(patch(args).summary.cached, what).toBe(n); // rewritten by that run
+      expectNoCacheAnswers(what, args, ref, n);
     }
   });
 
