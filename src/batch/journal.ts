@@ -8,7 +8,6 @@
  * none (nothing was touched yet); `recoverJournal` handles both and can itself be re-run.
  * Batching keeps the fsync cost near one per file instead of four.
  */
-import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   closeSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, openSync, readFileSync, readSync, renameSync, unlinkSync,
@@ -18,7 +17,7 @@ import { dirname, join, relative } from "node:path";
 import { threadId } from "node:worker_threads";
 import { ElfPatchError, ErrorCode, toErrorRecord, type ErrorRecord } from "../errors.js";
 import type { Edit } from "../core/types.js";
-import { syncDir, writeFully } from "../io/safe-write.js";
+import { syncDir, syncFileSystems, writeFully } from "../io/safe-write.js";
 
 import { UNDO_SUFFIX } from "./temp-names.js";
 
@@ -178,8 +177,7 @@ export function writeEditsInPlace(items: InPlaceItem[], defer = false): { errors
 export function commitJournals(journals: string[], files: string[]): void {
   if (journals.length === 0) return;
   const dirs = [...new Set(journals.map((j) => dirname(j)))];
-  const synced = spawnSync("sync", ["-f", ...dirs], { stdio: "ignore" }).status === 0;
-  if (!synced) {
+  if (!syncFileSystems(dirs)) {
     for (const f of files) {
       const fd = openSync(f, "r");
       try {

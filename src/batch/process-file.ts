@@ -7,7 +7,8 @@ import { closeSync, fstatSync, openSync } from "node:fs";
 import { CoreEngine, fdSource, type PlannedEdits } from "../core/engine.js";
 import type { EditRequest, ElfInfo, Strategy } from "../core/types.js";
 import { ElfPatchError, ErrorCode, toErrorRecord, type ErrorRecord } from "../errors.js";
-import { relinkAtomically, syncDir, writeEditsAtomically } from "../io/safe-write.js";
+import { dirname } from "node:path";
+import { commitCopy, discardCopy, fsyncPath, prepareCopy, relinkAtomically, syncDir, syncFileSystems } from "../io/safe-write.js";
 import { computeRunpath, hasRpathPolicy, LibraryProbe, runpathRequest, type RpathPolicy } from "../policy/rpath.js";
 import { writeEditsInPlace } from "./journal.js";
 
@@ -182,33 +183,86 @@ function writesInPlace(spec: BatchSpec, p: PlannedFile): boolean {
   return spec.write === "in-place" && allLinksInBatch;
 }
 
-/** Writes a planned file as a new copy renamed over the original; relinks in-batch hard links. */
-function writeRenamed(engine: CoreEngine, p: PlannedFile, keepInfo: boolean, dirs: Set<string>): void {
-  const { rec, plan } = p;
+/**
+ * From this many files on, the copies of a group are made durable by one `syncfs` rather than an
+ * fsync each (every fsync is an ext4 journal commit: about 0.7 ms per file on the bench machine,
+ * against a few ms for one `sync -f` process).
+ */
+const GROUP_SYNC_MIN = 8;
+
+/**
+ * Writes planned files as new copies renamed over the originals, in three steps: every copy is
+ * made and verified, all of them are made durable (one `syncfs`, or an fsync each for a small
+ * group or where `sync -f` is unavailable), then each is renamed over its original unless that
+ * changed meanwhile. A crash at any point leaves every path at either its old or its new version
+ * (plus temp files the next run removes). In-batch hard links are pointed at the new version.
+ */
+function writeRenamedGroup(engine: CoreEngine, group: PlannedFile[], keepInfo: boolean, dirs: Set<string>): void {
+  const one = group.length < GROUP_SYNC_MIN;
+  const plannedOf = (p: PlannedFile) => ({ size: p.plan!.before.size, ...(p.ctimeMs !== undefined ? { ctimeMs: p.ctimeMs } : {}) });
+  const fail = (p: PlannedFile, err: unknown) => {
+    p.rec.status = "failed";
+    p.rec.error = toErrorRecord(err);
+  };
+  const copies: { p: PlannedFile; tmp: string }[] = [];
   try {
-    const planned = { size: plan!.before.size, ...(p.ctimeMs !== undefined ? { ctimeMs: p.ctimeMs } : {}) };
-    writeEditsAtomically(rec.path, plan!.edits, plan!.newSize, verifier(engine, p, keepInfo), dirs, planned);
-    rec.write = "rename";
-    rec.status = "patched";
-    // Other links to the old inode inside the batch get the new version too (links outside,
-    // such as uv's cache, keep the old bytes).
-    for (const other of p.links) relinkAtomically(rec.path, other);
-    if (p.links.length) rec.relinked = p.links;
-  } catch (err) {
-    rec.status = rec.status === "patched" ? "patched" : "failed";
-    rec.error = toErrorRecord(err);
+    for (const p of group) {
+      try {
+        copies.push({ p, tmp: prepareCopy(p.rec.path, p.plan!.edits, p.plan!.newSize, verifier(engine, p, keepInfo), plannedOf(p), one) });
+      } catch (err) {
+        fail(p, err);
+      }
+    }
+    if (!one && copies.length && !syncFileSystems(copies.map((c) => dirname(c.tmp)))) {
+      for (let i = 0; i < copies.length; i++) {
+        const c = copies[i]!;
+        try {
+          fsyncPath(c.tmp);
+        } catch (err) {
+          discardCopy(c.tmp);
+          fail(c.p, err);
+          copies.splice(i--, 1);
+        }
+      }
+    }
+    while (copies.length) {
+      const { p, tmp } = copies.shift()!;
+      const rec = p.rec;
+      try {
+        commitCopy(tmp, rec.path, plannedOf(p), dirs);
+      } catch (err) {
+        discardCopy(tmp);
+        fail(p, err);
+        continue;
+      }
+      rec.write = "rename";
+      rec.status = "patched";
+      // Other links to the old inode inside the batch get the new version too (links outside,
+      // such as uv's cache, keep the old bytes).
+      try {
+        for (const other of p.links) relinkAtomically(rec.path, other);
+        if (p.links.length) rec.relinked = p.links;
+      } catch (err) {
+        rec.error = toErrorRecord(err);
+      }
+    }
+  } finally {
+    // Only after an unexpected throw: no temp file outlives the group.
+    for (const c of copies) discardCopy(c.tmp);
   }
 }
 
 /**
  * Writes the planned files; those edited in place share one undo journal. With `defer`, the
- * in-place files are made durable later by `commitJournals` (their records carry the journal).
+ * in-place files are made durable later by `commitJournals` (their records carry the journal), and
+ * the directory entries of renamed copies by `commitRenames`.
  */
 export function writePlanned(engine: CoreEngine, planned: PlannedFile[], spec: BatchSpec, keepInfo = false, defer = false): void {
   const inPlace = planned.filter((p) => p.plan && writesInPlace(spec, p));
   const dirs = new Set<string>();
-  for (const p of planned) if (p.plan && !writesInPlace(spec, p)) writeRenamed(engine, p, keepInfo, dirs);
-  for (const d of dirs) syncDir(d);
+  writeRenamedGroup(engine, planned.filter((p) => p.plan && !writesInPlace(spec, p)), keepInfo, dirs);
+  // Deferred: the batch makes the renames durable once at its end (`commitRenames`).
+  if (!defer) for (const d of dirs) syncDir(d);
   const { errors, journal } = writeEditsInPlace(
     inPlace.map((p) => ({
       path: p.rec.path, edits: p.plan!.edits, newSize: p.plan!.newSize, size: p.plan!.before.size, ...(p.ctimeMs !== undefined ? { ctimeMs: p.ctimeMs } : {}),
@@ -259,4 +313,16 @@ export function processShard(
   writePlanned(engine, planned, spec, false, true);
   planned.forEach((p, i) => p.plan && onFile(i));
   return planned.map((p) => p.rec);
+}
+
+/**
+ * Makes the renames of a batch durable: one `syncfs` per file system, or an fsync of each
+ * directory. `records` are the batch's; a shard whose worker crashed may have renamed files too.
+ */
+export function commitRenames(records: FileRecord[]): void {
+  const dirs = new Set<string>();
+  for (const r of records) {
+    if ((r.write === "rename" && r.status === "patched") || r.error?.code === ErrorCode.POOL_WORKER_CRASHED) dirs.add(dirname(r.path));
+  }
+  if (dirs.size && !syncFileSystems(dirs)) for (const d of dirs) syncDir(d);
 }

@@ -25,6 +25,9 @@ const POOL_AFTER_MS = 150;
  */
 const POOL_WORTH_MS = 300;
 
+/** Most bytes of files in one shard written as renamed copies (a larger file makes its own shard). */
+const SHARD_COPY_BYTES = 256 * 1024 * 1024;
+
 export interface BatchOptions {
   jobs: number;
   scan?: ScanOptions;
@@ -100,13 +103,18 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
   trackConsulted(cache !== undefined);
   opts.onStart?.(found.files.length, total);
   const onFile = opts.onFile ?? (() => {});
-  // In place, every shard costs an undo journal made durable (two fsyncs) before its first edit:
-  // fewer, larger shards.
-  const shards = shard(found.files, { threads: Math.max(1, opts.jobs), maxFiles: spec.write === "in-place" ? 256 : 64 });
+  // Every shard costs a sync: in place, an undo journal made durable (two fsyncs) before its first
+  // edit; renamed copies, one `syncfs` before the renames. So: fewer, larger shards. Renamed
+  // copies exist next to their originals until the shard's renames: at most SHARD_COPY_BYTES of
+  // extra disk space per thread.
+  const shards = shard(found.files, {
+    threads: Math.max(1, opts.jobs), maxFiles: 256, ...(spec.write === "in-place" ? {} : { maxBytes: SHARD_COPY_BYTES }),
+  });
   // The code that opens and patches files is loaded only when there is a file to open (a re-run
   // answered from the result cache needs none of it).
   let notElf = 0;
-  if (shards.length) {
+  const opened = shards.length > 0;
+  if (opened) {
     const notElfPaths = new Set<string>();
     for (const r of await workShards(shards, spec, opts.jobs, onFile, consulted, cache !== undefined)) {
       if (r.skipReason !== "not-elf") records.push(r);
@@ -126,6 +134,7 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
     }
   }
   await rollBackCrashedShards(records);
+  if (opened && !spec.dryRun) (await import("./process-file.js")).commitRenames(records);
   // Group commit of the in-place edits: one sync, then the journals go.
   const pending = records.filter((r) => r.journal !== undefined);
   if (pending.length) try {

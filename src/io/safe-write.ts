@@ -1,13 +1,14 @@
 /**
  * Crash-safe application of an edit list: the new version is made in a temp file in the same
- * directory (a kernel copy/clone of the original plus the edits), fsynced, checked by `verify`,
+ * directory (a kernel copy/clone of the original plus the edits), made durable, checked by `verify`,
  * and renamed over the original. Mode, owner and group are kept. On any failure the temp file is
  * removed and the original is untouched. The rename replaces this path only: other hard links to
  * the old inode keep the old bytes (uv's cache stays intact).
  */
+import { spawnSync } from "node:child_process";
 import {
-  chmodSync, closeSync, constants, copyFileSync, fchmodSync, fchownSync, fstatSync, fsyncSync, linkSync, openSync, renameSync, statSync,
-  unlinkSync, writeSync,
+  chmodSync, closeSync, constants, copyFileSync, fchmodSync, fchownSync, fstatSync, fsyncSync, linkSync, openSync, renameSync,
+  statSync, unlinkSync, writeSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { threadId } from "node:worker_threads";
@@ -19,6 +20,18 @@ let counter = 0;
 function tempPathFor(target: string): string {
   counter++;
   return join(dirname(target), `.${basename(target)}.elfpatch-${process.pid}-${threadId}-${counter}.tmp`);
+}
+
+/** What the edits were planned on: a file no longer of this size and change time is not touched. */
+export interface PlannedState {
+  size: number;
+  ctimeMs?: number;
+}
+
+function checkUnchanged(st: { size: number; ctimeMs: number }, planned?: PlannedState): void {
+  if (planned && (st.size !== planned.size || (planned.ctimeMs !== undefined && st.ctimeMs !== planned.ctimeMs))) {
+    throw new ElfPatchError(ErrorCode.IO_CHANGED, "The file changed after it was planned; nothing written");
+  }
 }
 
 /**
@@ -33,15 +46,37 @@ export function writeEditsAtomically(
   newSize: number,
   verify: (fd: number) => void,
   dirs?: Set<string>,
-  planned?: { size: number; ctimeMs?: number },
+  planned?: PlannedState,
 ): void {
+  const tmp = prepareCopy(target, edits, newSize, verify, planned, true);
+  try {
+    commitCopy(tmp, target, planned, dirs);
+  } catch (err) {
+    discardCopy(tmp);
+    throw err;
+  }
+}
+
+/**
+ * The first half of a crash-safe write: the new version of `target` in a temp file of the same
+ * directory (kernel copy/clone of the original, the edits, owner and mode of the original),
+ * checked by `verify`; returns the temp file's path. With `sync`, the temp file is fsynced here;
+ * without, the caller makes it durable before `commitCopy` (one `syncFileSystems` for a group of
+ * files costs one journal commit instead of one per file). On failure nothing is left behind.
+ */
+export function prepareCopy(
+  target: string,
+  edits: Edit[],
+  newSize: number,
+  verify: (fd: number) => void,
+  planned?: PlannedState,
+  sync = true,
+): string {
   const tmp = tempPathFor(target);
   let fd = -1;
   try {
     const st = statSync(target);
-    if (planned && (st.size !== planned.size || (planned.ctimeMs !== undefined && st.ctimeMs !== planned.ctimeMs))) {
-      throw new ElfPatchError(ErrorCode.IO_CHANGED, "The file changed after it was planned; nothing written");
-    }
+    checkUnchanged(st, planned);
     copyFileSync(target, tmp, constants.COPYFILE_FICLONE);
     // The copy has the original's mode; a read-only file must still be writable to us while we edit it.
     chmodSync(tmp, (st.mode & 0o7777) | 0o200);
@@ -57,22 +92,73 @@ export function writeEditsAtomically(
     }
     // After the chown, which clears setuid/setgid: the original mode, bits included.
     fchmodSync(fd, st.mode & 0o7777);
-    fsyncSync(fd);
+    if (sync) fsyncSync(fd);
     verify(fd);
     closeSync(fd);
     fd = -1;
-    renameSync(tmp, target);
-    // The directory entry is made durable now, or once per directory by the caller (`dirs`).
-    if (dirs) dirs.add(dirname(target));
-    else syncDir(dirname(target));
+    return tmp;
   } catch (err) {
     if (fd >= 0) closeSync(fd);
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // The temp file was never created, or was already renamed.
-    }
+    discardCopy(tmp);
     throw err;
+  }
+}
+
+/**
+ * The second half: renames the (durable) temp file over `target`, unless `target` changed since
+ * it was planned. The directory entry is made durable now, or once per directory by the caller
+ * (`dirs`). On failure the caller discards the temp file.
+ */
+export function commitCopy(tmp: string, target: string, planned?: PlannedState, dirs?: Set<string>): void {
+  // The copy was made from the bytes the edits were planned on; a file changed since then (even
+  // while its copy was being made) is left alone.
+  checkUnchanged(statSync(target), planned);
+  renameSync(tmp, target);
+  if (dirs) dirs.add(dirname(target));
+  else syncDir(dirname(target));
+}
+
+/** Removes a temp file of `prepareCopy` (nothing if it is gone). */
+export function discardCopy(tmp: string): void {
+  try {
+    unlinkSync(tmp);
+  } catch {
+    // The temp file was never created, or was already renamed.
+  }
+}
+
+/**
+ * Makes everything written so far on the file systems of `dirs` durable: one `syncfs` each
+ * (coreutils `sync -f`). Returns false when that is not available (the caller then fsyncs file by
+ * file).
+ */
+export function syncFileSystems(dirs: Iterable<string>): boolean {
+  // `sync -f` makes one syncfs per argument: one directory per file system is enough.
+  const byDevice = new Map<number, string>();
+  for (const d of new Set(dirs)) {
+    try {
+      const dev = statSync(d).dev;
+      if (!byDevice.has(dev)) byDevice.set(dev, d);
+    } catch {
+      return false;
+    }
+  }
+  const list = [...byDevice.values()];
+  if (list.length === 0) return true;
+  try {
+    return spawnSync("sync", ["-f", ...list], { stdio: "ignore" }).status === 0;
+  } catch {
+    return false;
+  }
+}
+
+/** fsyncs one file by path. */
+export function fsyncPath(path: string): void {
+  const fd = openSync(path, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 

@@ -8,6 +8,8 @@ export interface ShardOptions {
   threads: number;
   /** Most files in one shard. */
   maxFiles?: number;
+  /** Most bytes in one shard (a single larger file still makes its own shard). */
+  maxBytes?: number;
 }
 
 export function shard(files: ScannedFile[], opts: ShardOptions): ScannedFile[][] {
@@ -15,7 +17,7 @@ export function shard(files: ScannedFile[], opts: ShardOptions): ScannedFile[][]
   const maxFiles = opts.maxFiles ?? 64;
   const total = files.reduce((s, f) => s + f.size, 0);
   // About 8 shards per thread by bytes, so the tail of the run stays balanced.
-  const targetBytes = Math.max(1, Math.ceil(total / (Math.max(1, opts.threads) * 8)));
+  const targetBytes = Math.min(opts.maxBytes ?? Infinity, Math.max(1, Math.ceil(total / (Math.max(1, opts.threads) * 8))));
   const sorted = [...files].sort((a, b) => b.size - a.size || (a.path < b.path ? -1 : 1));
   const shards: ScannedFile[][] = [];
   let cur: ScannedFile[] = [];

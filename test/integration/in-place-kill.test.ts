@@ -22,6 +22,10 @@
  * At least 20 rounds must really be killed (not finished before the signal; rounds are added, up
  * to 50, until they are), some must have been caught mid-batch (files of both versions) and some
  * mid-edit (a rollback was needed). About 20 s on 2 cores.
+ *
+ * The default (rename) mode is killed the same way: it makes a group of copies, syncs them once
+ * and renames them, so a kill leaves every path at its original or its new version plus temp
+ * files of ours, which the next run removes while it completes the batch.
  */
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -96,9 +100,10 @@ function listing(dir: string): string[] {
 }
 
 /** Spawns the recipe and SIGKILLs it after `delayMs`; resolves with how it ended. */
-function runAndKill(dir: string, jobs: number, delayMs: number): Promise<{ killed: boolean; code: number | null }> {
+function runAndKill(dir: string, jobs: number, delayMs: number, inPlace = true): Promise<{ killed: boolean; code: number | null }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...recipe(dir), "-j", String(jobs)], { stdio: ["ignore", "ignore", "pipe"] });
+    const args = recipe(dir).filter((a) => inPlace || a !== "--in-place");
+    const child = spawn(process.execPath, [CLI, ...args, "-j", String(jobs)], { stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => child.kill("SIGKILL"), delayMs);
@@ -308,4 +313,43 @@ describe.skipIf(!READY)("patch --in-place under SIGKILL", () => {
     expect(problems).toEqual([]);
     expect(killed).toBeGreaterThanOrEqual(6);
   }, 60_000);
+  it("default mode killed at seeded random moments: every path holds its original or its new version, the next run removes the temp files and completes", async () => {
+    const target = path.join(work, "target-rename");
+    const rename = (dir: string) => recipe(dir).filter((a) => a !== "--in-place");
+    freshCopy(target);
+    const t0 = performance.now();
+    expect(cli(rename(target)).status).toBe(0);
+    const runMs = performance.now() - t0;
+    const random = rng(SEED ^ 0x4e4d);
+    const problems: string[] = [];
+    let killed = 0;
+    let mixed = 0;
+    let temps = 0;
+    const TEMP = /^\..+\.elfpatch-\d+-\d+-\d+\.tmp$/;
+    for (let round = 0; round < 16; round++) {
+      freshCopy(target);
+      const delay = Math.round(5 + random() * Math.max(1, runMs - 5));
+      const jobs = round % 2 ? 2 : 1;
+      const where = `rename round ${round} (delay ${delay} ms, -j ${jobs})`;
+      if ((await runAndKill(target, jobs, delay, false)).killed) killed++;
+      const h = hashes(target);
+      const done = names.filter((n) => h.get(n) === expectedHash.get(n) && h.get(n) !== origHash.get(n)).length;
+      const notYet = names.filter((n) => h.get(n) === origHash.get(n) && h.get(n) !== expectedHash.get(n)).length;
+      if (done > 0 && notYet > 0) mixed++;
+      for (const n of names) if (h.get(n) !== origHash.get(n) && h.get(n) !== expectedHash.get(n)) problems.push(`${where}: ${n} is torn`);
+      const extra = listing(target).filter((n) => !names.includes(n));
+      temps += extra.length;
+      for (const n of extra) if (!TEMP.test(n)) problems.push(`${where}: unexpected ${n}`);
+      const next = cli([...rename(target), "--json"]);
+      if (next.status !== 0) problems.push(`${where}: the next run exited ${next.status}: ${failures(next.stdout)}`);
+      const final = hashes(target);
+      for (const n of names) if (final.get(n) !== expectedHash.get(n)) problems.push(`${where}: ${n} differs from the expected version after the next run`);
+      const left = listing(target).filter((n) => !names.includes(n));
+      if (left.length) problems.push(`${where}: left after the next run: ${left.join(", ")}`);
+    }
+    console.log(`rename-kill: 16 rounds, ${killed} killed, ${mixed} mid-batch, ${temps} temp files left by kills; full run ${Math.round(runMs)} ms`);
+    expect(problems).toEqual([]);
+    expect(killed, "rounds really interrupted").toBeGreaterThanOrEqual(8);
+    expect(mixed + temps, "rounds caught mid-batch").toBeGreaterThanOrEqual(2);
+  }, 120_000);
 });

@@ -2,9 +2,11 @@
  * Edits are applied only to the bytes they were planned on: a file whose size or ctime changed
  * between planning and writing gets a failed record (IO_CHANGED) and is left exactly as the other
  * writer left it, in both write modes; no journal or temp file stays behind. Also: the in-place
- * journal takes the original bytes the core kept, and rolling it back restores the file.
+ * journal takes the original bytes the core kept, and rolling it back restores the file. Renamed
+ * copies are written as a group (all copies, one sync, then the renames): a file changed after its
+ * copy was made is not replaced either, and the group works without `sync -f` too.
  */
-import { appendFileSync, chmodSync, copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { appendFileSync, chmodSync, copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -44,6 +46,63 @@ describe("a file that changes after it was planned", () => {
       });
     }
   }
+
+  /** Plans `n` copies of libz in a fresh dir; returns them with the engine. */
+  function group(n: number) {
+    const dir = mkdtempSync(join(tmpdir(), "elfpatch-group-"));
+    const files = Array.from({ length: n }, (_, i) => join(dir, `libz${i}.so.1`));
+    for (const f of files) copyFileSync(LIB, f);
+    const spec: BatchSpec = { req: { setRpath: LONG, rpathTag: "rpath" } };
+    const engine = CoreEngine.create();
+    const planned = files.map((f) => planOne(engine, f, spec, new LibraryProbe()));
+    for (const p of planned) expect(p.plan?.edits.length).toBeGreaterThan(0);
+    return { dir, files, spec, engine, planned };
+  }
+
+  it("rename group: a file changed after its copy was made is not replaced; the others are", () => {
+    const { dir, files, spec, engine, planned } = group(10);
+    try {
+      // The copies are verified one after the other before any rename: while the last one is,
+      // another writer appends to the first file, whose copy is already made.
+      const inspect = engine.inspect.bind(engine);
+      engine.inspect = (src, path) => {
+        if (path === files[9]) {
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30);
+          appendFileSync(files[0]!, "x");
+        }
+        return inspect(src, path);
+      };
+      const other = Buffer.concat([readFileSync(files[0]!), Buffer.from("x")]);
+      writePlanned(engine, planned, spec, false, false);
+      expect(planned[0]!.rec.status).toBe("failed");
+      expect(planned[0]!.rec.error?.code).toBe("IO_CHANGED");
+      expect(readFileSync(files[0]!).equals(other)).toBe(true); // the other writer's version
+      for (const p of planned.slice(1)) {
+        expect(p.rec.status).toBe("patched");
+        expect(statSync(p.rec.path).size).toBe(p.plan!.newSize);
+        expect(p.rec.after?.rpath).toBe(LONG);
+      }
+      expect(readdirSync(dir).sort()).toEqual(files.map((f) => f.slice(dir.length + 1)).sort());
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("rename group: without `sync` on PATH every copy is fsynced instead, and all are written", () => {
+    const { dir, files, spec, engine, planned } = group(9);
+    const path = process.env["PATH"];
+    try {
+      process.env["PATH"] = dir; // no `sync` here
+      writePlanned(engine, planned, spec, false, false);
+      for (const p of planned) expect(p.rec.status).toBe("patched");
+      const again = files.map((f) => planOne(engine, f, spec, new LibraryProbe()));
+      for (const p of again) expect(p.rec.status).toBe("unchanged");
+      expect(readdirSync(dir).length).toBe(files.length);
+    } finally {
+      process.env["PATH"] = path;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   it("in place, the journal holds the original bytes of every edited range, from the core", () => {
     const dir = mkdtempSync(join(tmpdir(), "elfpatch-changed-"));
