@@ -30,7 +30,7 @@ import type { FileRecord } from "./process-file.js";
 
 /** How long before a run a file (or consulted path) must have last changed to be recorded. */
 export const SETTLE_MS = 2000;
-const FORMAT = 2;
+const FORMAT = 3;
 
 /** The recorded answer for one file: an unchanged/skipped record, or "not an ELF file". */
 export type CachedVerdict = { kind: "record"; record: FileRecord } | { kind: "not-elf" };
@@ -44,12 +44,53 @@ interface EnvBody {
   reals: Record<string, string | null>;
 }
 
-interface CacheBody {
+/** The first line of a cache file. */
+export interface CacheHeader {
   format: number;
   key: string;
   env: EnvBody;
-  /** Files by path: signature and verdict (a record, or null for not-ELF). */
-  files: Record<string, [string, FileRecord | null]>;
+}
+
+/**
+ * A file's entry: its signature and its verdict as JSON text, parsed only when the answer is given
+ * ("" for not-ELF).
+ */
+export type CacheEntry = [sig: string, verdict: string];
+
+/**
+ * The cache file: the header as one line of JSON, then for every file its path, signature and
+ * verdict (record JSON, or "" for not-ELF), each followed by a NUL (which neither a path nor JSON
+ * text contains). Splitting that is a fraction of the cost of parsing one big JSON document, and
+ * leaves the records as text until they are needed: loading it is most of a cached re-run's work.
+ */
+export function encodeCache(header: CacheHeader, files: Iterable<[string, CacheEntry]>): string {
+  const parts = [JSON.stringify(header), "\n"];
+  for (const [path, [sig, verdict]] of files) parts.push(path, "\0", sig, "\0", verdict, "\0");
+  return parts.join("");
+}
+
+/** The header and entries of a cache file; null when it is not one (of any format). */
+export function decodeCache(text: string): { header: CacheHeader; files: Map<string, CacheEntry> } | null {
+  const nl = text.indexOf("\n");
+  if (nl < 0) return null;
+  let header: unknown;
+  try {
+    header = JSON.parse(text.slice(0, nl));
+  } catch {
+    return null;
+  }
+  if (!isObject(header) || typeof header.format !== "number" || typeof header.key !== "string") return null;
+  const env = header.env;
+  if (!isObject(env) || !isObject(env.files) || !isObject(env.dirs) || !isObject(env.reals)) return null;
+  const parts = text.slice(nl + 1).split("\0");
+  // n triples, each NUL-terminated: 3n + 1 parts, the last one empty (a truncated file is not).
+  if (parts.length % 3 !== 1 || parts[parts.length - 1] !== "") return null;
+  const files = new Map<string, CacheEntry>();
+  for (let i = 0; i + 2 < parts.length; i += 3) {
+    if (parts[i] === "" || parts[i + 1] === "") return null;
+    files.set(parts[i]!, [parts[i + 1]!, parts[i + 2]!]);
+  }
+  return { header: header as unknown as CacheHeader, files };
 }
 
 /** Everything the decisions of a run consulted, merged from every thread. */
@@ -138,8 +179,8 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
 
 export class ResultCache {
   private env: EnvBody = { files: {}, dirs: {}, reals: {} };
-  private files = new Map<string, [string, FileRecord | null]>();
-  private readonly fresh = new Map<string, [string, FileRecord | null]>();
+  private files = new Map<string, CacheEntry>();
+  private readonly fresh = new Map<string, CacheEntry>();
   /** Answers given from the cache in this run. */
   hits = 0;
   /** Answers found (not given) by this run. */
@@ -157,26 +198,20 @@ export class ResultCache {
    */
   static open(dir: string, key: string, roots: string[], runStartMs = Date.now()): ResultCache {
     const name = createHash("sha256").update(`${key}\0${[...roots].sort().join("\0")}`).digest("hex").slice(0, 32);
-    const c = new ResultCache(join(dir, `${name}.json`), key, runStartMs);
-    let body: CacheBody;
+    const c = new ResultCache(join(dir, `${name}.cache`), key, runStartMs);
+    let text: string;
     try {
-      body = JSON.parse(readFileSync(c.file, "utf8")) as CacheBody;
+      text = readFileSync(c.file, "utf8");
     } catch {
       return c; // none yet, or unreadable: start empty
     }
-    if (body === null || typeof body !== "object" || body.format !== FORMAT || body.key !== key) return c;
-    if (!isObject(body.files) || !isObject(body.env) || !isObject(body.env.files) || !isObject(body.env.dirs) || !isObject(body.env.reals)) return c;
     try {
-      // A file of the right format but the wrong shape (edited by hand, written by a bug) is
-      // as good as none: any surprise in it means starting empty.
-      if (!envHolds(body.env)) return c;
-      const files = new Map<string, [string, FileRecord | null]>();
-      for (const [path, e] of Object.entries(body.files)) {
-        if (!Array.isArray(e) || typeof e[0] !== "string" || (e[1] !== null && !isObject(e[1]))) return c;
-        files.set(path, e);
-      }
-      c.env = body.env;
-      c.files = files;
+      // A file of another format or the wrong shape (edited by hand, written by a bug) is as good
+      // as none: any surprise in it means starting empty. (A record that is not one is a miss.)
+      const body = decodeCache(text);
+      if (body === null || body.header.format !== FORMAT || body.header.key !== key || !envHolds(body.header.env)) return c;
+      c.env = body.header.env;
+      c.files = body.files;
     } catch {
       // start empty
     }
@@ -187,12 +222,20 @@ export class ResultCache {
   lookup(path: string, st: Stats): CachedVerdict | undefined {
     const e = this.files.get(path);
     if (e === undefined || e[0] !== sigOf(st)) return undefined;
+    let stored: Partial<FileRecord> | null = null;
+    if (e[1] !== "") {
+      try {
+        stored = JSON.parse(e[1]) as Partial<FileRecord>;
+      } catch {
+        return undefined;
+      }
+      if (!isObject(stored) || (stored.status !== "unchanged" && stored.status !== "skipped")) return undefined;
+    }
     this.hits++;
     this.fresh.set(path, e);
-    if (e[1] === null) return { kind: "not-elf" };
+    if (stored === null) return { kind: "not-elf" };
     // Stored without what every such record has (and without `after`, equal to `before` for an
     // unchanged file); rebuilt with the same keys in the same order as the run that found it.
-    const stored = e[1] as Partial<FileRecord>;
     const record: FileRecord = { type: "file", path, status: stored.status!, changed: false, strategy: null, bytesAdded: 0, edits: 0, ...stored };
     if (record.status === "unchanged" && record.after === undefined) record.after = record.before;
     return { kind: "record", record };
@@ -211,7 +254,7 @@ export class ResultCache {
       verdict = (verdict.status === "unchanged" ? plain : { ...plain, ...(after ? { after } : {}) }) as FileRecord;
     }
     this.found++;
-    this.fresh.set(path, [st.sig, verdict]);
+    this.fresh.set(path, [st.sig, verdict === null ? "" : JSON.stringify(verdict)]);
   }
 
   /**
@@ -223,13 +266,12 @@ export class ResultCache {
     if (nothingNew && this.hits === this.files.size) return false; // every answer came from it: it is up to date
     const env = this.settledEnv(consulted);
     if (env === null) return false;
-    const files: Record<string, [string, FileRecord | null]> = {};
-    for (const p of [...this.fresh.keys()].sort()) files[p] = this.fresh.get(p)!;
-    const body: CacheBody = { format: FORMAT, key: this.key, env, files };
+    const paths = [...this.fresh.keys()].sort();
+    const text = encodeCache({ format: FORMAT, key: this.key, env }, paths.map((p) => [p, this.fresh.get(p)!]));
     const tmp = `${this.file}.${process.pid}.tmp`;
     try {
       mkdirSync(join(this.file, ".."), { recursive: true });
-      writeFileSync(tmp, JSON.stringify(body));
+      writeFileSync(tmp, text);
       renameSync(tmp, this.file);
       return true;
     } catch {

@@ -43,7 +43,7 @@
  *   recorded, and decided afresh once the name that matters appears.
  */
 import type { BatchSummary } from "../../src/batch/run.js";
-import { SETTLE_MS } from "../../src/batch/cache.js";
+import { decodeCache, encodeCache, SETTLE_MS, type CacheEntry, type CacheHeader } from "../../src/batch/cache.js";
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
@@ -208,10 +208,15 @@ function gccLib(out: string, code: string, libs: string[] = [], flags: string[] 
 }
 
 /** The cache file of a cache directory holding one, parsed. */
-function cacheBody(dir: string): { env: { dirs: Record<string, [string, Record<string, string>]> }; files: Record<string, [string, Rec | null]> } {
+/** The one cache file of `dir`, decoded: its header, and each file's signature and record (null: not ELF). */
+function cacheBody(dir: string): { header: CacheHeader; env: { dirs: Record<string, [string, Record<string, string>]> }; files: Record<string, [string, Rec | null]>; raw: Map<string, CacheEntry> } {
   const names = cacheFiles(dir);
   expect(names).toHaveLength(1);
-  return JSON.parse(fs.readFileSync(path.join(dir, names[0]!), "utf8")) as ReturnType<typeof cacheBody>;
+  const body = decodeCache(fs.readFileSync(path.join(dir, names[0]!), "utf8"));
+  expect(body).not.toBeNull();
+  const files: Record<string, [string, Rec | null]> = {};
+  for (const [p, [sig, verdict]] of body!.files) files[p] = [sig, verdict === "" ? null : (JSON.parse(verdict) as Rec)];
+  return { header: body!.header, env: body!.header.env as ReturnType<typeof cacheBody>["env"], files, raw: body!.files };
 }
 
 /** Brings a tree to the fixed point of `opts` without the cache, then gives its files old times. */
@@ -608,19 +613,25 @@ describe.skipIf(!TOOLS_READY)("elfpatch patch: the result cache", () => {
   it("a corrupt or unusable cache is ignored: the run gives the --no-cache answers, exits 0 and repairs it", () => {
     const { tree, cache, n, opts, args, ref, name, file } = recordedCache(t.tree7!, "t7");
     const good = fs.readFileSync(file);
-    const body = JSON.parse(good.toString("utf8")) as Record<string, unknown>;
+    const { header, raw } = cacheBody(cache);
+    const entries = [...raw];
+    const nl = good.indexOf(0x0a);
     const garbage = Buffer.alloc(4096);
     for (let i = 0; i < garbage.length; i++) garbage[i] = (i * 131 + 7) & 0xff;
     const corruptions: [string, Buffer | string][] = [
       ["truncated", good.subarray(0, Math.floor(good.length / 2))],
+      ["truncated after an entry's path", Buffer.concat([good.subarray(0, good.indexOf(0, nl)), Buffer.from([0])])],
+      ["no entries' end", good.subarray(0, good.length - 1)],
       ["garbage", garbage],
       ["empty", ""],
-      ["JSON null", "null"],
-      ["an array", "[1,2,3]"],
-      ["another format", JSON.stringify({ ...body, format: 999 })],
-      ["another key", JSON.stringify({ ...body, key: "0".repeat(64) })],
-      ["no environment", JSON.stringify({ ...body, env: undefined })],
-      ["files not an object", JSON.stringify({ ...body, files: "x" })],
+      ["JSON null", "null\n"],
+      ["an array", "[1,2,3]\n"],
+      ["the previous format (one JSON document)", JSON.stringify({ format: 2, key: header.key, env: header.env, files: {} })],
+      ["another format", encodeCache({ ...header, format: 999 }, entries)],
+      ["another key", encodeCache({ ...header, key: "0".repeat(64) }, entries)],
+      ["no environment", encodeCache({ ...header, env: undefined as unknown as CacheHeader["env"] }, entries)],
+      ["environment files not an object", encodeCache({ ...header, env: { ...header.env, files: "x" as unknown as Record<string, string> } }, entries)],
+      ["an empty signature", encodeCache(header, entries.map(([p, [, v]]) => [p, ["", v]]))],
     ];
     for (const [what, content] of corruptions) {
       fs.writeFileSync(file, content);
@@ -647,18 +658,22 @@ describe.skipIf(!TOOLS_READY)("elfpatch patch: the result cache", () => {
   });
   it("a cache file of the right format and key but the wrong shape inside is no cache: no failure, the --no-cache answers", () => {
     const { tree, cache, n, args, ref, file } = recordedCache(t.tree8!, "t8");
-    const body = cacheBody(cache);
+    const { header, files, raw } = cacheBody(cache);
     const lib = path.join(tree, "lib", plainLibs[0]!);
-    expect(body.files[lib]?.[1]).toMatchObject({ status: "unchanged" });
-    const shapes: [string, unknown][] = [
-      // Was an INTERNAL failure of that file (its entry was indexed).
-      ["a file's entry null", { ...body, files: { ...body.files, [lib]: null } }],
-      // Was an internal error of the run, exit 3 (the entry was taken apart as a pair).
-      ["a directory's entry a number", { ...body, env: { ...body.env, dirs: { "/tmp": 5 } } }],
-    ];
-    for (const [what, content] of shapes) {
-      fs.writeFileSync(file, JSON.stringify(content));
-      expectNoCacheAnswers(what, args, ref, n);
+    expect(files[lib]?.[1]).toMatchObject({ status: "unchanged" });
+    const entries = [...raw];
+    // Was an internal error of the run, exit 3 (the entry was taken apart as a pair).
+    fs.writeFileSync(file, encodeCache({ ...header, env: { ...header.env, dirs: { "/tmp": 5 as unknown as [string, Record<string, string>] } } }, entries));
+    expectNoCacheAnswers("a directory's entry a number", args, ref, n);
+    // A file's record that is not one is not an answer: that file is examined (as without the
+    // cache), the others are still answered from it.
+    const bad: [string, string][] = [["not JSON", "{"], ["JSON null", "null"], ["a failed record", JSON.stringify({ status: "failed" })]];
+    for (const [what, verdict] of bad) {
+      fs.writeFileSync(file, encodeCache(header, entries.map(([p, e]) => [p, p === lib ? [e[0], verdict] : e])));
+      const r = patch(args);
+      expect(r.status, `${what}: ${r.stderr}`).toBe(0);
+      expect(r.summary.cached, what).toBe(n - 1);
+      expect(r.records, what).toEqual(ref.records);
     }
   });
 
