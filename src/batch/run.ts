@@ -152,7 +152,10 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
     trackConsulted(false);
     if (!spec.dryRun) cache.save(consulted);
   }
-  records.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  // Often in order already (a cached re-run's records come from the sorted walk).
+  let sorted = true;
+  for (let i = 1; i < records.length && sorted; i++) sorted = records[i - 1]!.path <= records[i]!.path;
+  if (!sorted) records.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   const summary = summarize(records, found.skipped, recovered, performance.now() - t0);
   summary.cached = found.cached.length;
   summary.notElf += notElf;

@@ -154,16 +154,20 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
       return void res.errors.push({ path: dir, error: toErrorRecord(err) });
     }
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    // `dir` is absolute and normalised and a name has no `/`: plain concatenation is the join.
+    const prefix = dir.endsWith(sep) ? dir : dir + sep;
     for (const e of entries) {
-      const path = join(dir, e.name);
+      const path = prefix + e.name;
       const rel = include || exclude ? relative(root, path) : "";
-      if (e.name.endsWith(UNDO_SUFFIX)) {
-        res.journals.push(path);
-        continue;
-      }
-      if (STALE_TEMP.test(e.name)) {
-        res.staleTemps.push(path);
-        continue;
+      if (e.name.includes(".elfpatch-")) {
+        if (e.name.endsWith(UNDO_SUFFIX)) {
+          res.journals.push(path);
+          continue;
+        }
+        if (STALE_TEMP.test(e.name)) {
+          res.staleTemps.push(path);
+          continue;
+        }
       }
       try {
         if (e.isSymbolicLink()) {

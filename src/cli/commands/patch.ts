@@ -88,8 +88,10 @@ export function patchCommand(io: CliIo): Command {
       };
       const progress = await createProgress(raw.progress !== false && !raw.json);
       const scanOpts = { followSymlinks: raw.followSymlinks === true, ...(raw.include ? { include: raw.include } : {}), ...(raw.exclude ? { exclude: raw.exclude } : {}) };
+      // Loaded while the cache is read (module loading is part of a cached re-run's few dozen ms).
+      const batchModule = import("../../batch/run.js");
       const cache = raw.cache === false ? undefined : await openCache(batch, paths, raw.cacheDir);
-      const { runBatch } = await import("../../batch/run.js");
+      const { runBatch } = await batchModule;
       const { records, summary } = await runBatch(paths, batch, {
         ...(cache ? { cache } : {}),
         jobs: raw.jobs ?? availableParallelism(),
