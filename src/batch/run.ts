@@ -16,7 +16,7 @@ import type { BatchSpec, FileRecord } from "./process-file.js";
 import { UNDO_SUFFIX } from "./temp-names.js";
 
 /** How long the main thread works alone before worker threads are started. */
-const POOL_AFTER_MS = 150;
+const POOL_AFTER_MS = 60;
 /**
  * Workers are started only when the work left, at the main thread's pace so far, would take
  * longer than this: a thread costs its start-up (loading piscina and the worker module,
@@ -186,8 +186,11 @@ async function workShards(
   const workers = Math.min(jobs, shards.length) - 1;
   let pool: Pool | null = null;
   const running: Promise<void>[] = [];
+  // Shards come largest first: the main thread takes them from the front, the workers from the
+  // back, so the largest files (and the Wasm memory and copies their tables need) stay in one
+  // thread, which keeps the batch's peak RSS down; the two ends meet in the middle.
   const worker = async (p: Pool): Promise<void> => {
-    for (let s = shards.shift(); s !== undefined; s = shards.shift()) {
+    for (let s = shards.pop(); s !== undefined; s = shards.pop()) {
       const r = await p.run(s, spec, onFile, track);
       records.push(...r.records);
       if (r.consulted) consulted.add(r.consulted);
