@@ -196,14 +196,35 @@ function freeRunAt(c: Coverage, pos: u64): u64 {
 function findExisting(p: Plan, c: Coverage, s: usize, len: u64): u64 {
   const base = p.elf.strPtr(0);
   const size = c.size;
-  const last = len > 0 ? load<u8>(s + <usize>(len - 1)) : 0;
-  let runStart: u64 = 0;
-  for (let e = nextNul(base, 0, size); e < size; e = nextNul(base, runStart, size)) {
-    if (e - runStart >= len) {
-      const at = e - len;
-      if (c.isSet(at) && (len == 0 || (load<u8>(base + <usize>(e - 1)) == last && memory.compare(base + <usize>at, s, <usize>len) == 0))) return at;
+  if (len > 0) return findTail(c, base, s, len);
+  // The empty string: any covered NUL.
+  for (let e = nextNul(base, 0, size); e < size; e = nextNul(base, e + 1, size)) if (c.isSet(e)) return e;
+  return u64.MAX_VALUE;
+}
+
+/**
+ * findExisting for a non-empty string (which has no NUL): the first covered offset where its bytes
+ * and then a NUL stand. Eight bytes per step while none of them is the string's first byte (the
+ * new strings are paths and library names, whose first byte is rare among symbol names).
+ */
+function findTail(c: Coverage, base: usize, s: usize, len: u64): u64 {
+  const size = c.size;
+  if (len >= size) return u64.MAX_VALUE;
+  const end = size - len; // starts below this leave room for the NUL
+  const first = load<u8>(s);
+  const pattern = <u64>first * 0x0101010101010101;
+  let i: u64 = 0;
+  while (i < end) {
+    if (i + 8 <= end) {
+      const w = load<u64>(base + <usize>i) ^ pattern;
+      if (((w - 0x0101010101010101) & ~w & 0x8080808080808080) == 0) {
+        i += 8;
+        continue;
+      }
     }
-    runStart = e + 1;
+    const at = base + <usize>i;
+    if (load<u8>(at) == first && load<u8>(at + <usize>len) == 0 && memory.compare(at, s, <usize>len) == 0 && c.isSet(i)) return i;
+    i++;
   }
   return u64.MAX_VALUE;
 }
