@@ -189,13 +189,16 @@ async function workShards(
   // Shards come largest first: the main thread takes them from the front, the workers from the
   // back, so the largest files (and the Wasm memory and copies their tables need) stay in one
   // thread, which keeps the batch's peak RSS down; the two ends meet in the middle.
-  const worker = async (p: Pool): Promise<void> => {
+  const feed = async (p: Pool): Promise<void> => {
     for (let s = shards.pop(); s !== undefined; s = shards.pop()) {
       const r = await p.run(s, spec, onFile, track);
       records.push(...r.records);
       if (r.consulted) consulted.add(r.consulted);
     }
   };
+  // Two feeds per worker keep a second shard queued in it (the pool's concurrentTasksPerWorker):
+  // the main thread, itself working a shard, hears of a finished one only between its shards.
+  const worker = (p: Pool): Promise<void> => Promise.all([feed(p), feed(p)]).then(() => undefined);
   const t1 = performance.now();
   let left = shards.reduce((n, s) => n + s.length, 0);
   let done = 0;

@@ -44,6 +44,9 @@ export class Pool {
       minThreads: threads,
       maxThreads: threads,
       idleTimeout: 1000,
+      // Two shards per worker: the next one waits in the worker, which starts it the moment the
+      // current one is done, without the main thread (busy with shards of its own) dispatching it.
+      concurrentTasksPerWorker: 2,
       // Workers keep little JS state (records of one shard): small heaps keep the batch's RSS flat.
       resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 96 },
     }));
