@@ -4,10 +4,10 @@
  * pool's workers and by the single-file API alike. Returns a plain record, never throws.
  */
 import { closeSync, fstatSync, openSync } from "node:fs";
+import { dirname } from "node:path";
 import { CoreEngine, fdSource, type PlannedEdits } from "../core/engine.js";
 import type { EditRequest, ElfInfo, Strategy } from "../core/types.js";
 import { ElfPatchError, ErrorCode, toErrorRecord, type ErrorRecord } from "../errors.js";
-import { dirname } from "node:path";
 import { commitCopy, discardCopy, fsyncPath, prepareCopy, relinkAtomically, syncDir, syncFileSystems } from "../io/safe-write.js";
 import { computeRunpath, hasRpathPolicy, LibraryProbe, runpathRequest, type RpathPolicy } from "../policy/rpath.js";
 import { writeEditsInPlace } from "./journal.js";
@@ -82,13 +82,13 @@ function withoutInterpreter(req: EditRequest): EditRequest {
 }
 
 /** The request for one file: the run-path policy resolved against what the file has now. */
-export function resolveRequest(spec: BatchSpec, path: string, probe: LibraryProbe): (before: ElfInfo) => EditRequest {
+export function resolveRequest(spec: BatchSpec, path: string, probe: LibraryProbe, key?: string): (before: ElfInfo) => EditRequest {
   return (before) => {
     // A tree holds libraries and executables: the interpreter is set where there is one.
     const req = before.interpreter === null && spec.req.interpreter !== undefined ? withoutInterpreter(spec.req) : spec.req;
     const policy = spec.rpath;
     if (!policy || !hasRpathPolicy(policy)) return req;
-    const entries = computeRunpath(before, path, policy, probe);
+    const entries = computeRunpath(before, path, policy, probe, key);
     const { setRpath: _s, removeRpath: _r, rpathTag: _t, ...rest } = req;
     return { ...rest, ...runpathRequest(before, entries, policy) };
   };
@@ -122,7 +122,7 @@ export function planOne(
       if (!st.isFile()) throw new ElfPatchError(ErrorCode.IO_NOT_FILE, "Not a regular file");
       rec.links = st.nlink;
       ctimeMs = st.ctimeMs;
-      plan = engine.plan(fdSource(fd, st.size), path, resolveRequest(spec, path, probe), spec.grow !== false);
+      plan = engine.plan(fdSource(fd, st.size), path, resolveRequest(spec, path, probe, `${st.dev}:${st.ino}`), spec.grow !== false);
     } finally {
       closeSync(fd);
     }
@@ -198,7 +198,7 @@ const GROUP_SYNC_MIN = 8;
  * (plus temp files the next run removes). In-batch hard links are pointed at the new version.
  */
 function writeRenamedGroup(engine: CoreEngine, group: PlannedFile[], keepInfo: boolean, dirs: Set<string>): void {
-  const one = group.length < GROUP_SYNC_MIN;
+  const fsyncEach = group.length < GROUP_SYNC_MIN;
   const plannedOf = (p: PlannedFile) => ({ size: p.plan!.before.size, ...(p.ctimeMs !== undefined ? { ctimeMs: p.ctimeMs } : {}) });
   const fail = (p: PlannedFile, err: unknown) => {
     p.rec.status = "failed";
@@ -208,12 +208,12 @@ function writeRenamedGroup(engine: CoreEngine, group: PlannedFile[], keepInfo: b
   try {
     for (const p of group) {
       try {
-        copies.push({ p, tmp: prepareCopy(p.rec.path, p.plan!.edits, p.plan!.newSize, verifier(engine, p, keepInfo), plannedOf(p), one) });
+        copies.push({ p, tmp: prepareCopy(p.rec.path, p.plan!.edits, p.plan!.newSize, verifier(engine, p, keepInfo), plannedOf(p), fsyncEach) });
       } catch (err) {
         fail(p, err);
       }
     }
-    if (!one && copies.length && !syncFileSystems(copies.map((c) => dirname(c.tmp)))) {
+    if (!fsyncEach && copies.length && !syncFileSystems(copies.map((c) => dirname(c.tmp)))) {
       for (let i = 0; i < copies.length; i++) {
         const c = copies[i]!;
         try {

@@ -177,12 +177,16 @@ async function workShards(
   consulted: ConsultedSet,
   track: boolean,
 ): Promise<FileRecord[]> {
-  const [{ CoreEngine }, { LibraryProbe }, { processShard }, { Pool }] = await Promise.all([
+  const [{ CoreEngine }, { batchView, LibraryProbe }, { processShard }, { Pool }] = await Promise.all([
     import("../core/engine.js"), import("../policy/rpath.js"), import("./process-file.js"), import("../pool/pool.js"),
   ]);
   const records: FileRecord[] = [];
   const engine = CoreEngine.create();
-  const probe = new LibraryProbe();
+  // The files this run opens, by the `dev:ino` the scan saw: a decision that looks at one of them
+  // sees it as the batch leaves it (files answered from the cache are left as they are).
+  const keys: string[] = [];
+  for (const s of shards) for (const f of s) keys.push(`${f.dev}:${f.ino}`);
+  const probe = new LibraryProbe(batchView(keys, spec));
   const workers = Math.min(jobs, shards.length) - 1;
   let pool: Pool | null = null;
   const running: Promise<void>[] = [];
@@ -210,7 +214,7 @@ async function workShards(
       left -= files.length;
       const elapsed = performance.now() - t1;
       if (pool === null && workers > 0 && shards.length > 0 && elapsed > POOL_AFTER_MS && (elapsed / done) * left > POOL_WORTH_MS) {
-        pool = await Pool.create(workers);
+        pool = await Pool.create(workers, { keys, spec });
         for (let i = 0; i < workers; i++) running.push(worker(pool));
       }
       if (pool !== null) await new Promise<void>((r) => setImmediate(r)); // let worker results through

@@ -35,29 +35,6 @@ function checkUnchanged(st: { size: number; ctimeMs: number }, planned?: Planned
 }
 
 /**
- * Writes `edits` to a copy of `target` and renames it over `target`. `verify(fd)` runs on the
- * finished temp file before the rename and throws to abort. With `dirs`, the directory fsync is
- * left to the caller (it collects the directories and syncs each once). With `planned`, a file
- * whose size or ctime is no longer what the edits were planned on is not touched (IO_CHANGED).
- */
-export function writeEditsAtomically(
-  target: string,
-  edits: Edit[],
-  newSize: number,
-  verify: (fd: number) => void,
-  dirs?: Set<string>,
-  planned?: PlannedState,
-): void {
-  const tmp = prepareCopy(target, edits, newSize, verify, planned, true);
-  try {
-    commitCopy(tmp, target, planned, dirs);
-  } catch (err) {
-    discardCopy(tmp);
-    throw err;
-  }
-}
-
-/**
  * The first half of a crash-safe write: the new version of `target` in a temp file of the same
  * directory (kernel copy/clone of the original, the edits, owner and mode of the original),
  * checked by `verify`; returns the temp file's path. With `sync`, the temp file is fsynced here;

@@ -21,6 +21,7 @@ import { closeSync, openSync, readSync } from "node:fs";
 import { CoreEngine } from "../core/engine.js";
 import type { EditRequest, ElfInfo, RunpathTag } from "../core/types.js";
 import { Resolver } from "../resolve/resolver.js";
+import type { FileReport } from "../resolve/types.js";
 import { noteConsulted } from "../shared/consulted.js";
 
 export interface RpathPolicy {
@@ -37,16 +38,93 @@ export function hasRpathPolicy(p: RpathPolicy): boolean {
 }
 
 /**
+ * The files a batch edits (by `dev:ino` as scanned) and what it does to them: a transitive shrink
+ * resolves each of them as the batch leaves it, so that a file's answer does not depend on whether
+ * its dependencies were edited before or after it (by this thread or another). That makes one run
+ * reach the fixed point the next run confirms, whatever the order.
+ */
+export interface BatchView {
+  keys: ReadonlySet<string>;
+  policy: RpathPolicy;
+  req: EditRequest;
+}
+
+/** The view of a batch whose files (to be opened) have the `dev:ino` keys `keys`. */
+export function batchView(keys: Iterable<string>, spec: { req: EditRequest; rpath?: RpathPolicy | undefined }): BatchView {
+  return { keys: new Set(keys), policy: spec.rpath ?? {}, req: spec.req };
+}
+
+/**
  * Answers whether `path` is an ELF file of the given class and machine (cached per path), and
- * holds the resolver a transitive shrink consults (its own core instance: the caller's is busy
- * planning the file being shrunk).
+ * holds the resolvers a transitive shrink consults (their own core instance: the caller's is busy
+ * planning the file being shrunk). With a batch view, a library of the batch is resolved with the
+ * run path and NEEDED entries the batch gives it (decided here, recursively, once per file).
  */
 export class LibraryProbe {
   private cache = new Map<string, string | null>();
-  private res: Resolver | null = null;
+  private engine: CoreEngine | null = null;
+  /** One resolver per nesting level: deciding a dependency's run path resolves its tree too. */
+  private readonly resolvers: Resolver[] = [];
+  private depth = 0;
+  /** Files whose planned view is being decided (a cycle sees the file as it is). */
+  private readonly deciding = new Set<string>();
+  private readonly planned = new Map<string, ElfInfo>();
 
+  constructor(private readonly batch: BatchView | null = null) {}
+
+  /** The resolver of the current nesting level. */
   resolver(): Resolver {
-    return (this.res ??= new Resolver({}, CoreEngine.create()));
+    let r = this.resolvers[this.depth];
+    if (r === undefined) {
+      this.engine ??= CoreEngine.create();
+      const plannedInfo = this.batch ? (key: string, path: string, info: ElfInfo) => this.plannedInfo(key, path, info) : undefined;
+      r = new Resolver(plannedInfo ? { plannedInfo } : {}, this.engine);
+      this.resolvers[this.depth] = r;
+    }
+    return r;
+  }
+
+  /** Resolves `file` (whose key is `self`, if known) as if it had `runPaths`. */
+  resolveAs(file: string, runPaths: { rpath: string | null; runpath: string | null }, self?: string): FileReport {
+    if (self !== undefined) this.deciding.add(self);
+    try {
+      return this.resolver().resolve(file, runPaths);
+    } finally {
+      if (self !== undefined) this.deciding.delete(self);
+    }
+  }
+
+  /** How the batch leaves the file `key` (at `path`, read as `info`); as read if not in the batch. */
+  private plannedInfo(key: string, path: string, info: ElfInfo): ElfInfo {
+    const batch = this.batch!;
+    if (!batch.keys.has(key) || this.deciding.has(key)) return info;
+    const known = this.planned.get(key);
+    if (known) return known;
+    this.deciding.add(key);
+    this.depth++;
+    let out: ElfInfo;
+    try {
+      out = { ...info, needed: plannedNeeded(info.needed, batch.req) };
+      if (batch.req.noDefaultLib && !out.flags1.includes("NODEFLIB")) out.flags1 = [...out.flags1, "NODEFLIB"];
+      if (hasRpathPolicy(batch.policy)) {
+        // Decided exactly as the batch decides it for the file itself (from the file as read).
+        const entries = computeRunpath(info, path, batch.policy, this, key);
+        const r = runpathRequest(info, entries, batch.policy);
+        if (r.removeRpath) out = { ...out, rpath: null, runpath: null };
+        else if (r.setRpath !== undefined) {
+          out = r.rpathTag === "rpath" ? { ...out, rpath: r.setRpath, runpath: null } : { ...out, rpath: null, runpath: r.setRpath };
+        }
+      } else if (batch.req.removeRpath || batch.req.setRpath !== undefined) {
+        const set = batch.req.setRpath;
+        out = set === undefined || set === "" ? { ...out, rpath: null, runpath: null }
+          : batch.req.rpathTag === "rpath" ? { ...out, rpath: set, runpath: null } : { ...out, rpath: null, runpath: set };
+      }
+    } finally {
+      this.depth--;
+      this.deciding.delete(key);
+    }
+    this.planned.set(key, out);
+    return out;
   }
 
   /** `"<class>:<machine>"` of the ELF file at `path`, or null when it is not one (or unreadable). */
@@ -84,8 +162,20 @@ export function underPrefix(entry: string, prefix: string): boolean {
   return entry.startsWith(p + "/");
 }
 
-/** The final run path entries for `info` (read from `file`) under `policy`. */
-export function computeRunpath(info: ElfInfo, file: string, policy: RpathPolicy, probe: LibraryProbe): string[] {
+/** The NEEDED list after the request's removals, replacements and additions (as the core does them). */
+export function plannedNeeded(needed: string[], req: EditRequest): string[] {
+  let out = needed;
+  if (req.removeNeeded?.length) out = out.filter((n) => !req.removeNeeded!.includes(n));
+  for (const [from, to] of req.replaceNeeded ?? []) out = out.map((n) => (n === from ? to : n));
+  const added = (req.addNeeded ?? []).filter((n, i, all) => !out.includes(n) && all.indexOf(n) === i);
+  return added.length ? [...added, ...out] : out;
+}
+
+/**
+ * The final run path entries for `info` (read from `file`, whose `dev:ino` is `self` when known)
+ * under `policy`.
+ */
+export function computeRunpath(info: ElfInfo, file: string, policy: RpathPolicy, probe: LibraryProbe, self?: string): string[] {
   const current = info.runpath ?? info.rpath;
   let entries: string[] = policy.remove ? [] : policy.set !== undefined ? split(policy.set) : split(current ?? "");
   for (const dir of policy.add ?? []) for (const d of split(dir)) if (!entries.includes(d)) entries.push(d);
@@ -93,7 +183,7 @@ export function computeRunpath(info: ElfInfo, file: string, policy: RpathPolicy,
   if (prefixes.length) entries = entries.filter((e) => prefixes.some((p) => underPrefix(e, p)));
   if (policy.shrink) {
     const direct = shrink(entries, info, probe);
-    entries = policy.force ? keepTransitive(entries, direct, info, file, probe) : direct;
+    entries = policy.force ? keepTransitive(entries, direct, info, file, probe, self) : direct;
   }
   return entries;
 }
@@ -104,11 +194,11 @@ const trimSlash = (d: string): string => (d.length > 1 ? d.replace(/\/+$/, "") :
  * Adds back the absolute entries the direct shrink dropped that serve a library deeper in the
  * load tree through this file's DT_RPATH (resolving the file as if it had all the entries).
  */
-function keepTransitive(all: string[], direct: string[], info: ElfInfo, file: string, probe: LibraryProbe): string[] {
+function keepTransitive(all: string[], direct: string[], info: ElfInfo, file: string, probe: LibraryProbe, self?: string): string[] {
   const dropped = all.filter((e) => e.startsWith("/") && !direct.includes(e));
   // Nothing dropped, or no DT_NEEDED at all (then nothing is loaded through the run path either).
   if (dropped.length === 0 || info.needed.length === 0) return direct;
-  const report = probe.resolver().resolve(file, { rpath: all.join(":"), runpath: null });
+  const report = probe.resolveAs(file, { rpath: all.join(":"), runpath: null }, self);
   const served = new Set(
     report.needed.filter((n) => n.via === "rpath" && n.from === file && n.dir).map((n) => trimSlash(n.dir!)),
   );

@@ -36,11 +36,12 @@ export class Pool {
   private constructor(private readonly piscina: Piscina) {}
 
   /** Starts `threads` workers. piscina is loaded here, so runs that need no pool never load it. */
-  static async create(threads: number): Promise<Pool> {
+  static async create(threads: number, batch: { keys: string[]; spec: BatchSpec } | null = null): Promise<Pool> {
     const { Piscina } = await import("piscina");
     return new Pool(new Piscina({
       filename: workerPath(),
-      workerData: { module: coreModule() },
+      // `batch`: the keys of the batch's files, for every worker's view of them (BatchView).
+      workerData: { module: coreModule(), batch },
       minThreads: threads,
       maxThreads: threads,
       idleTimeout: 1000,

@@ -6,7 +6,7 @@
 import { workerData, type MessagePort } from "node:worker_threads";
 import { CoreEngine } from "../core/engine.js";
 import { processShard, type BatchSpec, type FileRecord } from "../batch/process-file.js";
-import { LibraryProbe } from "../policy/rpath.js";
+import { batchView, LibraryProbe } from "../policy/rpath.js";
 import { takeConsulted, trackConsulted, type Consulted } from "../shared/consulted.js";
 
 export interface ShardTask {
@@ -21,8 +21,10 @@ export interface ShardTask {
   links?: (string[] | undefined)[];
 }
 
-const engine = new CoreEngine((workerData as { module: WebAssembly.Module }).module);
-const probe = new LibraryProbe();
+const data = workerData as { module: WebAssembly.Module; batch: { keys: string[]; spec: BatchSpec } | null };
+const engine = new CoreEngine(data.module);
+// Every thread resolves the batch's files as the batch leaves them (see BatchView).
+const probe = new LibraryProbe(data.batch ? batchView(data.batch.keys, data.batch.spec) : null);
 
 /** What a shard gives back: its records, and the paths its decisions consulted (for the result cache). */
 export interface ShardResult {

@@ -69,6 +69,7 @@ export class Candidates {
   constructor(
     private readonly fs: FsView,
     private readonly engine: CoreEngine,
+    private readonly plannedInfo?: (key: string, path: string, info: ElfInfo) => ElfInfo,
   ) {}
 
   /** What the loader does with the candidate `path` (virtual; relative = relative to the CWD). */
@@ -93,13 +94,13 @@ export class Candidates {
     }
     this.opened++;
     try {
-      return this.verify(fd);
+      return this.verify(fd, this.fs.host(abs));
     } finally {
       closeSync(fd);
     }
   }
 
-  private verify(fd: number): Probe {
+  private verify(fd: number, hostPath: string): Probe {
     const st = fstatSync(fd);
     if (st.isDirectory()) return fatal("cannot read file data: Error 21");
     const head = Buffer.alloc(TARGET.ehdrSize);
@@ -110,6 +111,7 @@ export class Candidates {
     let file = this.byKey.get(key);
     if (!file) {
       file = this.inspect(fd, st.size, key);
+      if (file.info && this.plannedInfo) file.info = this.plannedInfo(key, hostPath, file.info);
       this.byKey.set(key, file);
     }
     return { kind: "ok", file };

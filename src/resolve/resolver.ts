@@ -88,7 +88,7 @@ export class Resolver {
     this.mode = opts.mode ?? "dlopen";
     const root = (opts.root ?? "").replace(/\/+$/, "");
     this.fs = new FsView(root, opts.cwd ?? (root ? "/" : process.cwd()));
-    this.candidates = new Candidates(this.fs, engine);
+    this.candidates = new Candidates(this.fs, engine, opts.plannedInfo);
     const cachePath = opts.cachePath === undefined ? "/etc/ld.so.cache" : opts.cachePath;
     this.env = {
       candidates: this.candidates,

@@ -2,6 +2,7 @@
  * Plain-data records of the static resolver (`resolver.ts`): what each DT_NEEDED of a load tree
  * resolves to, how, and what is wrong with it. Everything here is JSON- and structured-clone safe.
  */
+import type { ElfInfo } from "../core/types.js";
 
 /** How a DT_NEEDED entry was satisfied (loader.md §3). */
 export type Via =
@@ -108,4 +109,9 @@ export interface ResolverOptions {
   cachePath?: string | null;
   /** The loader's own path when nothing names it (`PT_INTERP` otherwise). */
   interpreter?: string;
+  /**
+   * How a loaded file is to be seen, given its `dev:ino` key, host path and info as read (a batch
+   * resolves the libraries it is about to edit as they will be after the edit). Default: as read.
+   */
+  plannedInfo?: (key: string, path: string, info: ElfInfo) => ElfInfo;
 }
