@@ -23,7 +23,7 @@ const POOL_AFTER_MS = 60;
  * instantiating the core) before it helps, so a re-run that is mostly done by then finishes
  * sooner alone.
  */
-const POOL_WORTH_MS = 300;
+const POOL_WORTH_MS = 500;
 
 /** Most bytes of files in one shard written as renamed copies (a larger file makes its own shard). */
 const SHARD_COPY_BYTES = 256 * 1024 * 1024;
