@@ -18,15 +18,21 @@ export interface ResolutionSummary {
   needed: { name: string; path: string | null; via: string | null }[];
 }
 
+/** The resolution of a patched or already-right file; undefined for other records. */
+export function resolutionOf(r: FileRecord, resolver: Resolver): ResolutionSummary | undefined {
+  if (r.status !== "patched" && r.status !== "unchanged") return undefined;
+  const rep = resolver.resolve(r.path);
+  return {
+    status: rep.status,
+    missing: rep.missing,
+    errors: rep.errors,
+    needed: rep.needed.filter((n) => n.by === rep.path).map((n) => ({ name: n.name, path: n.path, via: n.via })),
+  };
+}
+
 export function attachResolution(records: FileRecord[], resolver: Resolver = new Resolver()): void {
   for (const r of records) {
-    if (r.status !== "patched" && r.status !== "unchanged") continue;
-    const rep = resolver.resolve(r.path);
-    r.resolution = {
-      status: rep.status,
-      missing: rep.missing,
-      errors: rep.errors,
-      needed: rep.needed.filter((n) => n.by === rep.path).map((n) => ({ name: n.name, path: n.path, via: n.via })),
-    };
+    const res = resolutionOf(r, resolver);
+    if (res) r.resolution = res;
   }
 }

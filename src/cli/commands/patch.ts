@@ -4,7 +4,8 @@ import { readFileSync, realpathSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
 import type { ResultCache } from "../../batch/cache.js";
-import type { BatchSpec } from "../../batch/process-file.js";
+import type { BatchSpec, FileRecord } from "../../batch/process-file.js";
+import type { ResolutionSummary } from "../../batch/resolution.js";
 import { collect, collectPair, noNul, positiveInt, toPatchSpec, type PatchSpec, type RawPatchOptions } from "../options.js";
 import { createProgress } from "../progress.js";
 import { renderRecord, renderSummary, SCHEMA_VERSION } from "../render.js";
@@ -100,10 +101,19 @@ export function patchCommand(io: CliIo): Command {
         onFile: (bytes) => progress.file(bytes),
       });
       progress.stop();
-      if (raw.json && raw.resolve !== false && !dryRun) (await import("../../batch/resolution.js")).attachResolution(records);
+      // The after-patch resolution is computed record by record as it is written, so the whole
+      // batch's load trees are never held at once.
+      let resolutionOf: ((r: FileRecord) => ResolutionSummary | undefined) | null = null;
+      if (raw.json && raw.resolve !== false && !dryRun) {
+        const [{ resolutionOf: of }, { Resolver }] = await Promise.all([import("../../batch/resolution.js"), import("../../resolve/resolver.js")]);
+        const resolver = new Resolver();
+        resolutionOf = (r) => of(r, resolver);
+      }
       for (const r of records) {
-        if (raw.json) io.out(JSON.stringify({ schema: SCHEMA_VERSION, ...r }));
-        else if (r.status === "failed") io.err(renderRecord(r));
+        if (raw.json) {
+          const resolution = resolutionOf?.(r);
+          io.out(JSON.stringify({ schema: SCHEMA_VERSION, ...r, ...(resolution ? { resolution } : {}) }));
+        } else if (r.status === "failed") io.err(renderRecord(r));
         else if (r.status !== "unchanged") io.out(renderRecord(r));
       }
       if (raw.json) io.out(JSON.stringify({ schema: SCHEMA_VERSION, ...summary }));
