@@ -106,6 +106,7 @@ export class LibraryProbe {
     try {
       out = { ...info, needed: plannedNeeded(info.needed, batch.req) };
       if (batch.req.noDefaultLib && !out.flags1.includes("NODEFLIB")) out.flags1 = [...out.flags1, "NODEFLIB"];
+      if (batch.req.soname !== undefined) out.soname = batch.req.soname; // (matched against loaded objects)
       if (hasRpathPolicy(batch.policy)) {
         // Decided exactly as the batch decides it for the file itself (from the file as read).
         const entries = computeRunpath(info, path, batch.policy, this, key);

@@ -3,9 +3,9 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { computeRunpath, LibraryProbe, runpathRequest, underPrefix } from "../../../src/policy/rpath.js";
+import { computeRunpath, LibraryProbe, plannedNeeded, runpathRequest, underPrefix } from "../../../src/policy/rpath.js";
 import type { ElfInfo } from "../../../src/core/types.js";
-import { inspectFile, isFileError } from "../../../src/index.js";
+import { inspectFile, isFileError, patchFile } from "../../../src/index.js";
 
 const HOST = "/usr/lib/x86_64-linux-gnu";
 const HAS_I386 = existsSync(join(process.cwd(), ".cache", "corpus", "cross", "libc6-i386"));
@@ -110,3 +110,30 @@ function findFile(root: string, name: string): string | null {
   }
   return null;
 }
+
+describe("plannedNeeded (how a batch's libraries are resolved before they are edited)", () => {
+  it("gives the NEEDED list the core writes for removals, replacements and additions", () => {
+    const dir = mkdtempSync(join(tmpdir(), "elfpatch-needed-"));
+    try {
+      const lib = join(dir, "libcurl.so.4");
+      copyFileSync(join(HOST, "libcurl.so.4"), lib);
+      const before = inspectFile(lib);
+      if (isFileError(before)) throw new Error(before.error.message);
+      expect(before.needed.length).toBeGreaterThan(5);
+      const [first, second] = before.needed;
+      const req = {
+        removeNeeded: [first!],
+        replaceNeeded: [[second!, "libreplaced.so.1"]] as [string, string][],
+        addNeeded: ["libextra.so", "libc.so.6", "libmore.so", "libextra.so"],
+      };
+      const r = patchFile(lib, req);
+      if (isFileError(r)) throw new Error(r.error.message);
+      const after = inspectFile(lib);
+      if (isFileError(after)) throw new Error(after.error.message);
+      expect(plannedNeeded(before.needed, req)).toEqual(after.needed);
+      expect(after.needed.slice(0, 2)).toEqual(["libextra.so", "libmore.so"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
