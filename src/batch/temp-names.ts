@@ -5,3 +5,25 @@ export const UNDO_SUFFIX = ".elfpatch-undo";
 
 /** Temp files: safe-write copies (`.NAME.elfpatch-PID-THREAD-N.tmp`) and journals being written. */
 export const STALE_TEMP = /\.elfpatch-\d+-\d+-\d+\.tmp$|\.elfpatch-undo\.\d+-\d+\.tmp$/;
+
+/** The pid in the name of a journal or temp file of ours (`.…elfpatch-PID-THREAD-N…`), or null. */
+export function ownerPid(name: string): number | null {
+  const m = /\.elfpatch-(\d+)-\d+-\d+(?:\.tmp|\.elfpatch-undo(?:\.\d+-\d+\.tmp)?)$/.exec(name);
+  return m ? Number(m[1]) : null;
+}
+
+/**
+ * Whether the file `name` (a journal or temp file) belongs to another elfpatch process that is
+ * still running: then it is not stale, and neither rolled back nor removed. (A reused pid only
+ * leaves a stale file for a later run.)
+ */
+export function ownedByLiveProcess(name: string): boolean {
+  const pid = ownerPid(name);
+  if (pid === null || pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM"; // running, as another user
+  }
+}
