@@ -196,6 +196,8 @@ const GROUP_SYNC_MIN = 8;
  * group or where `sync -f` is unavailable), then each is renamed over its original unless that
  * changed meanwhile. A crash at any point leaves every path at either its old or its new version
  * (plus temp files the next run removes). In-batch hard links are pointed at the new version.
+ * When the disk fills up with the group's copies, those made so far are put in place first and
+ * the copy is tried again, so a nearly full disk costs syncs, not failures.
  */
 function writeRenamedGroup(engine: CoreEngine, group: PlannedFile[], keepInfo: boolean, dirs: Set<string>): void {
   const fsyncEach = group.length < GROUP_SYNC_MIN;
@@ -205,14 +207,10 @@ function writeRenamedGroup(engine: CoreEngine, group: PlannedFile[], keepInfo: b
     p.rec.error = toErrorRecord(err);
   };
   const copies: { p: PlannedFile; tmp: string }[] = [];
-  try {
-    for (const p of group) {
-      try {
-        copies.push({ p, tmp: prepareCopy(p.rec.path, p.plan!.edits, p.plan!.newSize, verifier(engine, p, keepInfo), plannedOf(p), fsyncEach) });
-      } catch (err) {
-        fail(p, err);
-      }
-    }
+  const prepare = (p: PlannedFile): string =>
+    prepareCopy(p.rec.path, p.plan!.edits, p.plan!.newSize, verifier(engine, p, keepInfo), plannedOf(p), fsyncEach);
+  /** Makes the copies so far durable and renames them over their originals. */
+  const commitAll = (): void => {
     if (!fsyncEach && copies.length && !syncFileSystems(copies.map((c) => dirname(c.tmp)))) {
       for (let i = 0; i < copies.length; i++) {
         const c = copies[i]!;
@@ -246,11 +244,37 @@ function writeRenamedGroup(engine: CoreEngine, group: PlannedFile[], keepInfo: b
         rec.error = toErrorRecord(err);
       }
     }
+  };
+  try {
+    for (const p of group) {
+      try {
+        copies.push({ p, tmp: prepare(p) });
+      } catch (err) {
+        if (!noSpace(err) || copies.length === 0) {
+          fail(p, err);
+          continue;
+        }
+        // The disk is full of this group's copies: put them in place first (which frees their
+        // originals), then try once more, as one copy at a time would have.
+        commitAll();
+        try {
+          copies.push({ p, tmp: prepare(p) });
+        } catch (again) {
+          fail(p, again);
+        }
+      }
+    }
+    commitAll();
   } finally {
     // Only after an unexpected throw: no temp file outlives the group.
     for (const c of copies) discardCopy(c.tmp);
   }
 }
+
+const noSpace = (err: unknown): boolean => {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === "ENOSPC" || code === "EDQUOT";
+};
 
 /**
  * Writes the planned files; those edited in place share one undo journal. With `defer`, the

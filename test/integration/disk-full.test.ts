@@ -1,0 +1,82 @@
+/**
+ * The default mode makes a shard's copies before it renames any of them, so it needs more free
+ * space at once than one copy at a time. On a disk with room for the originals and two copies,
+ * groups of nine files must still be patched: when a copy hits ENOSPC, the copies made so far are
+ * put in place (freeing their originals) and the copy is tried again. Nothing fails, no temp file
+ * is left, and each file is the version a roomy disk gives.
+ *
+ * Needs a small tmpfs (mount, so root with CAP_SYS_ADMIN); skipped where mounting is refused.
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { repoRoot } from "../support/fixtures.js";
+
+const CLI = path.join(repoRoot, "build", "js", "cli", "main.js");
+const LIB = "/usr/lib/x86_64-linux-gnu/libz.so.1";
+/** Shards hold about an eighth of a batch's bytes (per thread): 72 equal files make groups of 9. */
+const FILES = 72;
+const RPATH = "/opt/elfpatch-disk-full/a/run/path/long/enough/to/make/the/string/table/move/lib";
+
+let work = "";
+let mnt = "";
+let mounted = false;
+
+const pages = (n: number): number => Math.ceil(n / 4096);
+const sha = (f: string): string => createHash("sha256").update(fs.readFileSync(f)).digest("hex");
+
+function patch(dir: string) {
+  const r = spawnSync(process.execPath, [CLI, "patch", "--json", "--no-resolve", "--no-cache", "--no-progress", "-j", "1", "--set-rpath", RPATH, dir], { encoding: "utf8" });
+  const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as { type: string; path: string; status: string; error?: { code: string } });
+  return { status: r.status, records: lines.filter((l) => l.type === "file"), stderr: r.stderr };
+}
+
+beforeAll(() => {
+  if (process.getuid?.() !== 0 || !fs.existsSync(LIB)) return;
+  work = fs.mkdtempSync(path.join(os.tmpdir(), "elfpatch-full-"));
+  mnt = path.join(work, "mnt");
+  fs.mkdirSync(mnt);
+  const size = fs.statSync(LIB).size;
+  // The originals, two grown copies, and a little slack.
+  const bytes = (FILES * pages(size) + 2 * pages(size + 65536) + 2) * 4096;
+  try {
+    execFileSync("mount", ["-t", "tmpfs", "-o", `size=${bytes}`, "tmpfs", mnt], { stdio: "pipe" });
+    mounted = true;
+  } catch {
+    mounted = false;
+  }
+});
+
+afterAll(() => {
+  if (mounted) spawnSync("umount", [mnt]);
+  if (work) fs.rmSync(work, { recursive: true, force: true });
+});
+
+describe("default mode on a nearly full disk", () => {
+  it("puts the copies made so far in place when a copy hits ENOSPC, and patches every file", (ctx) => {
+    if (!mounted) ctx.skip();
+    // What a roomy disk gives, for comparison.
+    const roomy = path.join(work, "roomy");
+    fs.mkdirSync(roomy);
+    fs.copyFileSync(LIB, path.join(roomy, "libz.so.1"));
+    expect(patch(roomy).status).toBe(0);
+    const want = sha(path.join(roomy, "libz.so.1"));
+
+    const dir = path.join(mnt, "tree");
+    fs.mkdirSync(dir);
+    for (let i = 0; i < FILES; i++) fs.copyFileSync(LIB, path.join(dir, `libz${i}.so.1`));
+    // The disk really cannot hold every copy at once.
+    const free = fs.statfsSync(mnt).bavail * fs.statfsSync(mnt).bsize;
+    expect(free).toBeLessThan(FILES * fs.statSync(LIB).size);
+
+    const r = patch(dir);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.records).toHaveLength(FILES);
+    for (const rec of r.records) expect(rec, rec.path).toMatchObject({ status: "patched" });
+    expect(fs.readdirSync(dir).sort()).toEqual(Array.from({ length: FILES }, (_, i) => `libz${i}.so.1`).sort());
+    for (let i = 0; i < FILES; i++) expect(sha(path.join(dir, `libz${i}.so.1`))).toBe(want);
+  });
+});
