@@ -56,23 +56,19 @@ class Coverage {
 
   /** The first byte in [from, limit) a reference uses, or `limit`. */
   nextSet(from: u64, limit: u64): u64 {
-    let i = from;
-    while (i < limit) {
-      const w = load<u64>(this.bits + <usize>((i >> 6) << 3)) >> (i & 63);
-      if (w != 0) {
-        const j = i + ctz(w);
-        return j < limit ? j : limit;
-      }
-      i = (i | 63) + 1;
-    }
-    return limit;
+    return this.nextWith(from, limit, 0);
   }
 
   /** The first byte in [from, limit) no reference uses, or `limit`. */
   nextUnset(from: u64, limit: u64): u64 {
+    return this.nextWith(from, limit, u64.MAX_VALUE);
+  }
+
+  /** The first byte in [from, limit) whose bit, xor `flip`, is set (a word at a time), or `limit`. */
+  private nextWith(from: u64, limit: u64, flip: u64): u64 {
     let i = from;
     while (i < limit) {
-      const w = ~load<u64>(this.bits + <usize>((i >> 6) << 3)) >> (i & 63);
+      const w = (load<u64>(this.bits + <usize>((i >> 6) << 3)) ^ flip) >> (i & 63);
       if (w != 0) {
         const j = i + ctz(w);
         return j < limit ? j : limit;
