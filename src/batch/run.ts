@@ -5,7 +5,7 @@
  * options give the same report.
  */
 import { readdirSync, unlinkSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { dirname, join } from "node:path";
 import { ErrorCode, toErrorRecord } from "../errors.js";
 import type { Pool } from "../pool/pool.js";
 import { scan, type ScannedFile, type ScanOptions, type SkippedFile } from "../scan/walk.js";
@@ -75,7 +75,7 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
   const records: FileRecord[] = [];
   for (const j of found.journals) {
     if (spec.dryRun) continue; // never write under --dry-run/--check
-    if (ownedByLiveProcess(basename(j))) {
+    if (ownedByLiveProcess(j)) {
       // Another run is editing under this journal right now: rolling it back would undo its work.
       const message = "An undo journal of a running elfpatch process; not rolled back";
       records.push({ type: "file", path: j, status: "failed", changed: false, strategy: null, bytesAdded: 0, edits: 0, error: { code: ErrorCode.IO_IN_USE, message } });
@@ -90,7 +90,7 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
     }
   }
   if (!spec.dryRun) for (const t of found.staleTemps) {
-    if (ownedByLiveProcess(basename(t))) continue; // a running process's copy in the making
+    if (ownedByLiveProcess(t)) continue; // a running process's copy in the making
     try {
       unlinkSync(t);
     } catch {

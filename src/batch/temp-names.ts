@@ -1,4 +1,5 @@
 /** Names of the files a run of elfpatch leaves next to the files it edits (scan and recovery know them). */
+import { basename } from "node:path";
 
 /** Undo journals of `--in-place` runs end with this. */
 export const UNDO_SUFFIX = ".elfpatch-undo";
@@ -13,12 +14,12 @@ export function ownerPid(name: string): number | null {
 }
 
 /**
- * Whether the file `name` (a journal or temp file) belongs to another elfpatch process that is
+ * Whether the file at `path` (a journal or temp file) belongs to another elfpatch process that is
  * still running: then it is not stale, and neither rolled back nor removed. (A reused pid only
  * leaves a stale file for a later run.)
  */
-export function ownedByLiveProcess(name: string): boolean {
-  const pid = ownerPid(name);
+export function ownedByLiveProcess(path: string): boolean {
+  const pid = ownerPid(basename(path));
   if (pid === null || pid === process.pid) return false;
   try {
     process.kill(pid, 0);

@@ -107,19 +107,11 @@ export class LibraryProbe {
       out = { ...info, needed: plannedNeeded(info.needed, batch.req) };
       if (batch.req.noDefaultLib && !out.flags1.includes("NODEFLIB")) out.flags1 = [...out.flags1, "NODEFLIB"];
       if (batch.req.soname !== undefined) out.soname = batch.req.soname; // (matched against loaded objects)
-      if (hasRpathPolicy(batch.policy)) {
-        // Decided exactly as the batch decides it for the file itself (from the file as read).
-        const entries = computeRunpath(info, path, batch.policy, this, key);
-        const r = runpathRequest(info, entries, batch.policy);
-        if (r.removeRpath) out = { ...out, rpath: null, runpath: null };
-        else if (r.setRpath !== undefined) {
-          out = r.rpathTag === "rpath" ? { ...out, rpath: r.setRpath, runpath: null } : { ...out, rpath: null, runpath: r.setRpath };
-        }
-      } else if (batch.req.removeRpath || batch.req.setRpath !== undefined) {
-        const set = batch.req.setRpath;
-        out = set === undefined || set === "" ? { ...out, rpath: null, runpath: null }
-          : batch.req.rpathTag === "rpath" ? { ...out, rpath: set, runpath: null } : { ...out, rpath: null, runpath: set };
-      }
+      // The run path decided exactly as the batch decides it for the file itself (from the file as read).
+      const runPathReq = hasRpathPolicy(batch.policy)
+        ? runpathRequest(info, computeRunpath(info, path, batch.policy, this, key), batch.policy)
+        : batch.req;
+      out = withRunPath(out, runPathReq);
     } finally {
       this.depth--;
       this.deciding.delete(key);
@@ -161,6 +153,14 @@ export function underPrefix(entry: string, prefix: string): boolean {
   if (p === "/") return entry.startsWith("/");
   if (p === "$ORIGIN" || p === "${ORIGIN}") return isOriginRelative(entry) && /^(\$ORIGIN|\$\{ORIGIN\})(\/|$)/.test(entry);
   return entry.startsWith(p + "/");
+}
+
+/** `info` with the run path `req` leaves (removal first, then the set string under its tag). */
+function withRunPath(info: ElfInfo, req: EditRequest): ElfInfo {
+  const set = req.setRpath;
+  if (set === undefined) return req.removeRpath ? { ...info, rpath: null, runpath: null } : info;
+  if (set === "") return { ...info, rpath: null, runpath: null };
+  return req.rpathTag === "rpath" ? { ...info, rpath: set, runpath: null } : { ...info, rpath: null, runpath: set };
 }
 
 /** The NEEDED list after the request's removals, replacements and additions (as the core does them). */

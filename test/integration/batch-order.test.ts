@@ -2,8 +2,8 @@
  * A transitive shrink looks at other files of the batch (what a dependency's own run path serves),
  * so its answer must not depend on whether the run edited that dependency before or after the file
  * (shards go largest first, threads race): every thread resolves the batch's files as the batch
- * leaves them. Then one run reaches the fixed point (the next run changes nothing) and -j 1, -j 2
- * and --in-place give the same bytes.
+ * leaves them. Then one run reaches the fixed point (the next run changes nothing), and the write
+ * modes give the same bytes.
  *
  * The tree (built here with gcc): `libtop.so` (large, so it comes first) needs `libdep.so`, found
  * through its run path `$ORIGIN/sub`; `libdep.so` needs libm. The recipe forces DT_RPATH, adds a
@@ -104,6 +104,8 @@ describe.skipIf(!READY)("a batch whose files' decisions depend on each other", (
     expect(list.libs.get("libm.so.6")).toBe(path.join(profile, "libm.so.6"));
   });
 
+  // (With two small files no worker starts, so this checks the write modes, not thread timing;
+  // the corpus runs in BENCHMARKS.md compare -j 1 and -j 2 with workers.)
   it("-j 2 and --in-place give the same bytes as -j 1", () => {
     const want = hashes((() => {
       const t = fresh("ref");

@@ -1,7 +1,6 @@
 /** `elfpatch recover PATH...`: rolls back files an interrupted `--in-place` run left half-edited. */
 import { Command } from "../commander.js";
 import { statSync, unlinkSync } from "node:fs";
-import { basename } from "node:path";
 import { ownedByLiveProcess, UNDO_SUFFIX } from "../../batch/temp-names.js";
 import { toErrorRecord } from "../../errors.js";
 import type { CliIo } from "../program.js";
@@ -20,7 +19,7 @@ export function recoverCommand(io: CliIo): Command {
             journals.push(...found.journals);
             // Temp files of an interrupted run (a journal being written, a copy being made) are ours.
             for (const t of found.staleTemps) {
-              if (ownedByLiveProcess(basename(t))) continue; // a running process's copy in the making
+              if (ownedByLiveProcess(t)) continue; // a running process's copy in the making
               unlinkSync(t);
               io.out(`${t}: removed an interrupted run's temp file`);
             }
@@ -31,7 +30,7 @@ export function recoverCommand(io: CliIo): Command {
         }
       }
       for (const j of journals) {
-        if (ownedByLiveProcess(basename(j))) {
+        if (ownedByLiveProcess(j)) {
           // Rolling back a journal its run is still working under would undo that run's edits.
           io.err(`${j}: error IO_IN_USE: An undo journal of a running elfpatch process; not rolled back`);
           io.setExitCode(1);

@@ -14,6 +14,7 @@ import { CoreEngine } from "../../../src/core/engine.js";
 import { planOne, writePlanned, type BatchSpec } from "../../../src/batch/process-file.js";
 import { recoverJournal, writeEditsInPlace } from "../../../src/batch/journal.js";
 import { LibraryProbe } from "../../../src/policy/rpath.js";
+import { syncFileSystems } from "../../../src/io/safe-write.js";
 
 const LIB = "/usr/lib/x86_64-linux-gnu/libz.so.1";
 const LONG = "/opt/elfpatch-changed-after-plan/a/directory/long/enough/that/the/file/has/to/grow/lib";
@@ -88,11 +89,12 @@ describe("a file that changes after it was planned", () => {
     }
   });
 
-  it("rename group: without `sync` on PATH every copy is fsynced instead, and all are written", () => {
+  it("rename group: without `sync` on PATH the group takes the fsync-per-copy path, and all are written", () => {
     const { dir, files, spec, engine, planned } = group(9);
     const path = process.env["PATH"];
     try {
       process.env["PATH"] = dir; // no `sync` here
+      expect(syncFileSystems([dir])).toBe(false); // so the fallback is what runs below
       writePlanned(engine, planned, spec, false, false);
       for (const p of planned) expect(p.rec.status).toBe("patched");
       const again = files.map((f) => planOne(engine, f, spec, new LibraryProbe()));
