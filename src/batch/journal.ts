@@ -81,14 +81,22 @@ function undoFor(path: string, dir: string, edits: Edit[], plannedSize?: number)
   }
 }
 
-/** Writes and syncs one journal for all `items`; returns its path. */
-function writeJournal(items: InPlaceItem[]): { path: string; body: JournalBody } {
+/** The temp name a journal is written under (by thread `thread`) before it is renamed into place. */
+export const journalTemp = (journal: string, thread = threadId): string => `${journal}.${process.pid}-${thread}.tmp`;
+
+/**
+ * Writes and syncs one journal for all `items`; returns its path. `announce` hears the path before
+ * anything is written (a worker tells the main thread, which rolls the journal back if the worker
+ * dies: see Pool).
+ */
+function writeJournal(items: InPlaceItem[], announce?: (journal: string) => void): { path: string; body: JournalBody } {
   const dir = dirname(items[0]!.path);
   const body: JournalBody = { version: 2, files: items.map((it) => undoFor(it.path, dir, it.edits, it.size)) };
   const text = JSON.stringify(body);
   counter++;
   const path = join(dir, `.elfpatch-${process.pid}-${threadId}-${counter}${UNDO_SUFFIX}`);
-  const tmp = `${path}.${process.pid}-${threadId}.tmp`;
+  announce?.(path);
+  const tmp = journalTemp(path);
   writeFileSync(tmp, `${digest(text)}\n${text}`, { mode: 0o600 });
   const fd = openSync(tmp, "r");
   try {
@@ -120,9 +128,13 @@ function rollBack(dir: string, f: JournalFile): string {
  * then the edited files are not synced one by one and the journal stays, for `commitJournals`
  * to make everything durable at once at the end of the batch (a group commit).
  */
-export function writeEditsInPlace(items: InPlaceItem[], defer = false): { errors: (ErrorRecord | null)[]; journal: string | null } {
+export function writeEditsInPlace(
+  items: InPlaceItem[],
+  defer = false,
+  announce?: (journal: string) => void,
+): { errors: (ErrorRecord | null)[]; journal: string | null } {
   if (items.length === 0) return { errors: [], journal: null };
-  const { path: journal, body } = writeJournal(items);
+  const { path: journal, body } = writeJournal(items, announce);
   const dir = dirname(journal);
   let keepJournal = defer;
   let failedRollback = false;

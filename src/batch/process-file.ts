@@ -281,7 +281,14 @@ const noSpace = (err: unknown): boolean => {
  * in-place files are made durable later by `commitJournals` (their records carry the journal), and
  * the directory entries of renamed copies by `commitRenames`.
  */
-export function writePlanned(engine: CoreEngine, planned: PlannedFile[], spec: BatchSpec, keepInfo = false, defer = false): void {
+export function writePlanned(
+  engine: CoreEngine,
+  planned: PlannedFile[],
+  spec: BatchSpec,
+  keepInfo = false,
+  defer = false,
+  announce?: (journal: string) => void,
+): void {
   const inPlace = planned.filter((p) => p.plan && writesInPlace(spec, p));
   const dirs = new Set<string>();
   writeRenamedGroup(engine, planned.filter((p) => p.plan && !writesInPlace(spec, p)), keepInfo, dirs);
@@ -293,6 +300,7 @@ export function writePlanned(engine: CoreEngine, planned: PlannedFile[], spec: B
       verify: verifier(engine, p, keepInfo),
     })),
     defer,
+    announce,
   );
   inPlace.forEach((p, i) => {
     const err = errors[i];
@@ -321,20 +329,24 @@ export function processFile(
   return p.rec;
 }
 
-/** Plans every file of a shard, then writes them (one journal for the in-place ones). */
+/**
+ * Plans every file of a shard, then writes them (one journal for the in-place ones, whose path
+ * `announce` hears before it is written).
+ */
 export function processShard(
   engine: CoreEngine,
   files: { path: string; links?: string[] | undefined }[],
   spec: BatchSpec,
   probe: LibraryProbe,
   onFile: (i: number) => void,
+  announce?: (journal: string) => void,
 ): FileRecord[] {
   const planned = files.map((f, i) => {
     const p = planOne(engine, f.path, spec, probe, false, f.links ?? []);
     if (!p.plan) onFile(i);
     return p;
   });
-  writePlanned(engine, planned, spec, false, true);
+  writePlanned(engine, planned, spec, false, true, announce);
   planned.forEach((p, i) => p.plan && onFile(i));
   return planned.map((p) => p.rec);
 }

@@ -204,7 +204,7 @@ async function workShards(
     for (let s = shards.pop(); s !== undefined; s = shards.pop()) {
       const r = await p.run(s, spec, onFile, track);
       records.push(...r.records);
-      if (r.consulted) consulted.add(r.consulted);
+      for (const c of r.consulted) consulted.add(c);
     }
   };
   // Two feeds per worker keep a second shard queued in it (the pool's concurrentTasksPerWorker):

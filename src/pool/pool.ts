@@ -3,17 +3,56 @@
  * once here. A shard whose worker dies yields a POOL_WORKER_CRASHED record per file; the batch
  * goes on.
  */
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, unlinkSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { MessageChannel } from "node:worker_threads";
+import { MessageChannel, receiveMessageOnPort } from "node:worker_threads";
 import type { Piscina } from "piscina";
 import { coreModule } from "../core/module.js";
 import { ElfPatchError, ErrorCode } from "../errors.js";
 import type { BatchSpec, FileRecord } from "../batch/process-file.js";
 import type { ScannedFile } from "../scan/walk.js";
-import type { ShardResult, ShardTask } from "./worker.js";
+import type { Consulted } from "../shared/consulted.js";
+import { journalTemp, recoverJournal } from "../batch/journal.js";
+import type { ShardMessage, ShardResult, ShardTask } from "./worker.js";
+
+/** What a shard gives back through the pool: records, and what decisions consulted (per task run). */
+export interface PoolResult {
+  records: FileRecord[];
+  consulted: Consulted[];
+}
+
+/**
+ * Undoes what the dead worker `thread` left of a shard: rolls back the undo journals it announced
+ * (files edited in place go back to their original bytes) and removes its temp files next to the
+ * shard's files. Returns false when something could not be undone (the journal then stays for the
+ * end of the batch, or the next run, to roll back; its files are not run again).
+ */
+function undoDeadShard(thread: number, journals: string[], paths: string[]): boolean {
+  let ok = true;
+  for (const j of journals) {
+    try {
+      if (existsSync(j)) recoverJournal(j);
+    } catch {
+      ok = false;
+    }
+    try {
+      unlinkSync(journalTemp(j, thread));
+    } catch {
+      // never written, or renamed into place
+    }
+  }
+  const temp = new RegExp(`\\.elfpatch-${process.pid}-${thread}-\\d+\\.tmp$`);
+  for (const dir of new Set(paths.map((p) => dirname(p)))) {
+    try {
+      for (const name of readdirSync(dir)) if (temp.test(name)) unlinkSync(join(dir, name));
+    } catch {
+      // the next run removes stale temp files
+    }
+  }
+  return ok;
+}
 
 /** The compiled worker (workers must be .js files): build/js/pool/worker.js. */
 export function workerPath(): string {
@@ -53,32 +92,72 @@ export class Pool {
     }));
   }
 
-  /** Runs one shard; never rejects: a crashed worker becomes error records. */
-  async run(files: ScannedFile[], spec: BatchSpec, onFile: (bytes: number) => void, track = false): Promise<ShardResult> {
-    const { port1, port2 } = new MessageChannel();
-    let reported = 0;
-    port1.on("message", (bytes: number) => {
-      if (reported >= files.length) return; // already counted when the shard resolved
-      reported++;
-      onFile(bytes);
-    });
-    const task: ShardTask = {
-      paths: files.map((f) => f.path), sizes: files.map((f) => f.size), links: files.map((f) => f.links), spec, progress: port2, track,
+  /**
+   * Runs one shard; never rejects. A worker that dies costs only the file that killed it: what it
+   * left of the shard is undone (the undo journals it announced are rolled back, its temp copies
+   * removed), then the shard's files are run again one per task, and a file whose worker dies
+   * again gets a POOL_WORKER_CRASHED record. A shard the worker never started is run again whole.
+   * (With renamed copies, a file the dead worker had already replaced comes back `unchanged`.)
+   */
+  async run(files: ScannedFile[], spec: BatchSpec, onFile: (bytes: number) => void, track = false): Promise<PoolResult> {
+    const counted = files.map(() => false);
+    const done = (i: number): void => {
+      if (counted[i]) return;
+      counted[i] = true;
+      onFile(files[i]!.size);
     };
+    const out: PoolResult = { records: [], consulted: [] };
+    await this.attempt(files.map((f, i) => ({ f, i })), spec, done, track, true, 0, out);
+    return out;
+  }
+
+  private async attempt(
+    items: { f: ScannedFile; i: number }[],
+    spec: BatchSpec,
+    done: (i: number) => void,
+    track: boolean,
+    split: boolean,
+    tries: number,
+    out: PoolResult,
+  ): Promise<void> {
+    const { port1, port2 } = new MessageChannel();
+    let thread: number | null = null;
+    const journals: string[] = [];
+    const hear = (m: ShardMessage): void => {
+      if (typeof m === "number") done(items[m]!.i);
+      else if ("thread" in m) thread = m.thread;
+      else journals.push(m.journal);
+    };
+    port1.on("message", hear);
+    const task: ShardTask = {
+      paths: items.map((x) => x.f.path), links: items.map((x) => x.f.links), spec, progress: port2, track,
+    };
+    let failure: Error;
     try {
       const result = (await this.piscina.run(task, { transferList: [port2] })) as ShardResult;
-      // Messages still in flight when the shard resolves: count those files now.
-      for (let i = reported; i < files.length; i++) onFile(files[i]!.size);
-      reported = files.length;
-      return result;
+      out.records.push(...result.records);
+      if (result.consulted) out.consulted.push(result.consulted);
+      for (const x of items) done(x.i); // messages still in flight when the shard resolved
+      return;
     } catch (err) {
-      const records = files.map((f) => ({
-        type: "file" as const, path: f.path, status: "failed" as const, changed: false, strategy: null, bytesAdded: 0, edits: 0,
-        error: { code: ErrorCode.POOL_WORKER_CRASHED, message: `Worker crashed: ${(err as Error).message}` },
-      }));
-      return { records, consulted: null };
+      failure = err as Error;
     } finally {
+      // Whatever the worker said before it died is queued on the port: take all of it now.
+      for (let m = receiveMessageOnPort(port1); m !== undefined; m = receiveMessageOnPort(port1)) hear(m.message as ShardMessage);
       port1.close();
+    }
+    if (thread === null && tries < 2) return this.attempt(items, spec, done, track, split, tries + 1, out); // never started
+    const undone = thread === null || undoDeadShard(thread, journals, items.map((x) => x.f.path));
+    if (undone && split && items.length > 1) {
+      for (const x of items) await this.attempt([x], spec, done, track, false, 0, out);
+      return;
+    }
+    for (const x of items) {
+      out.records.push({
+        type: "file", path: x.f.path, status: "failed", changed: false, strategy: null, bytesAdded: 0, edits: 0,
+        error: { code: ErrorCode.POOL_WORKER_CRASHED, message: `Worker crashed: ${failure.message}` },
+      });
+      done(x.i);
     }
   }
 

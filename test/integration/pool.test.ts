@@ -1,12 +1,16 @@
 /**
- * The pool: workers share the compiled module, patch whole shards, and a worker that dies costs
- * its shard POOL_WORKER_CRASHED records, never the batch; the pool keeps serving afterwards.
+ * The pool: workers share the compiled module and patch whole shards. A worker that dies costs
+ * only the file that killed it (a POOL_WORKER_CRASHED record, that file left as it was): what the
+ * dead worker left of its shard is undone and the other files are patched again; the pool keeps
+ * serving afterwards.
  */
-import { copyFileSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Pool } from "../../src/pool/pool.js";
+import { commitJournals } from "../../src/batch/journal.js";
+import { readelfInfo } from "../support/readelf.js";
 import type { BatchSpec } from "../../src/batch/process-file.js";
 import type { ScannedFile } from "../../src/scan/walk.js";
 
@@ -33,7 +37,7 @@ describe("worker pool", () => {
     let progress = 0;
     try {
       const { records: recs, consulted } = await pool.run(files, spec, () => progress++);
-      expect(consulted).toBeNull(); // noted only for a batch with a result cache
+      expect(consulted).toEqual([]); // noted only for a batch with a result cache
       expect(recs.map((r) => r.status)).toEqual(files.map(() => "would-patch"));
       expect(progress).toBe(files.length);
     } finally {
@@ -41,25 +45,62 @@ describe("worker pool", () => {
     }
   });
 
-  it("turns a worker that dies into POOL_WORKER_CRASHED records and keeps serving", async () => {
+  it("runs a shard again when its worker dies under it, and keeps serving", async () => {
     const pool = await Pool.create(1);
     const internal = pool as unknown as { piscina: { threads: { terminate(): Promise<number> }[] } };
     try {
       // Warm up so the thread exists, then kill it while it holds the next shard.
       await pool.run(files.slice(0, 1), spec, () => {});
-      const running = pool.run(files, spec, () => {});
+      let progress = 0;
+      const running = pool.run(files, spec, () => progress++);
       await Promise.all(internal.piscina.threads.map((t) => t.terminate()));
-      const crashed = (await running).records;
-      expect(crashed).toHaveLength(files.length);
-      for (const r of crashed) {
-        expect(r.status).toBe("failed");
-        expect(r.error?.code).toBe("POOL_WORKER_CRASHED");
-      }
-      // A new worker takes the next shard.
-      const again = (await pool.run(files, spec, () => {})).records;
-      expect(again.map((r) => r.status)).toEqual(files.map(() => "would-patch"));
+      const again = await running;
+      expect(again.records.map((r) => [r.path, r.status])).toEqual(files.map((f) => [f.path, "would-patch"]));
+      expect(progress).toBe(files.length); // each file counted once, however often it ran
+      const next = (await pool.run(files, spec, () => {})).records;
+      expect(next.map((r) => r.status)).toEqual(files.map(() => "would-patch"));
     } finally {
       await pool.close();
+    }
+  });
+
+  it("costs only the file whose worker dies: the rest of its shard is undone and patched again", async () => {
+    const work = mkdtempSync(join(tmpdir(), "elfpatch-pool-crash-"));
+    const victim = "libdl.so.2";
+    process.env.ELFPATCH_TEST_WORKER_DIES_AFTER = victim; // read by the workers this pool starts
+    const pool = await Pool.create(1);
+    try {
+      for (const l of LIBS) copyFileSync(join(HOST, l), join(work, l));
+      const shard: ScannedFile[] = readdirSync(work).sort().map((n) => {
+        const st = statSync(join(work, n));
+        return { path: join(work, n), size: st.size, dev: st.dev, ino: st.ino, nlink: st.nlink, sig: "", ctimeMs: st.ctimeMs };
+      });
+      const inPlace: BatchSpec = { req: {}, rpath: { set: "/opt/elfpatch-crash-test/lib", force: true }, write: "in-place" };
+      let progress = 0;
+      const { records } = await pool.run(shard, inPlace, () => progress++);
+      expect(progress).toBe(shard.length);
+      const byName = new Map(records.map((r) => [r.path.slice(work.length + 1), r]));
+      expect([...byName.keys()].sort()).toEqual([...LIBS].sort());
+      // The victim died twice (with its shard, then alone): failed, and its bytes are the original's.
+      expect(byName.get(victim)!.status).toBe("failed");
+      expect(byName.get(victim)!.error?.code).toBe("POOL_WORKER_CRASHED");
+      expect(readFileSync(join(work, victim)).equals(readFileSync(join(HOST, victim)))).toBe(true);
+      // Every other file was rolled back with the dead shard, then patched on its own.
+      const others = records.filter((r) => r.status !== "failed");
+      expect(others).toHaveLength(LIBS.length - 1);
+      for (const r of others) {
+        expect(r.status).toBe("patched");
+        expect(r.journal).toBeDefined(); // waiting for the batch's group commit
+        expect((await readelfInfo(r.path)).rpath).toBe("/opt/elfpatch-crash-test/lib");
+      }
+      commitJournals([...new Set(others.map((r) => r.journal!))], others.map((r) => r.path));
+      // Nothing of ours is left next to the files: the dead shards' journals were rolled back and
+      // removed, the committed ones removed.
+      expect(readdirSync(work).filter((n) => n.includes(".elfpatch-"))).toEqual([]);
+    } finally {
+      await pool.close();
+      delete process.env.ELFPATCH_TEST_WORKER_DIES_AFTER;
+      rmSync(work, { recursive: true, force: true });
     }
   });
 });
