@@ -13,6 +13,13 @@ export function parseDynamic(elf: Elf): void {
   const img = elf.img;
   if (elf.dynIndex < 0) return;
   const seg = unchecked(elf.segments[elf.dynIndex]);
+  if (seg.filesz == 0) {
+    // No byte of the table is in the file: a separate debug-info file (`objcopy --only-keep-debug`
+    // keeps the program headers, not the contents of allocated sections). Nothing to read or edit:
+    // the file is taken as having no dynamic table.
+    elf.dynIndex = -1;
+    return;
+  }
   const ent: u64 = img.is64 ? 16 : 8;
   const count = seg.filesz / ent;
   if (count == 0 || count > MAX_DYN) {

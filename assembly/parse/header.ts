@@ -91,6 +91,7 @@ export function parseSegments(elf: Elf): void {
     return;
   }
   if (!img.at(elf.phoff, <u64>n * ent)) return;
+  let interpSeen = false;
   for (let i: u32 = 0; i < n; i++) {
     const o = elf.phoff + <u64>i * ent;
     const type = img.u32(o);
@@ -102,9 +103,14 @@ export function parseSegments(elf: Elf): void {
     }
     elf.segments.push(s);
     if (type == PT_LOAD) elf.loads.push(s);
-    else if (type == PT_INTERP && elf.interpIndex < 0) {
-      elf.interpIndex = elf.segments.length - 1;
-      elf.interpAddr = s.vaddr;
+    else if (type == PT_INTERP && !interpSeen) {
+      interpSeen = true;
+      // The first PT_INTERP is the one the kernel uses. One with no bytes in the file (a separate
+      // debug-info file keeps the header, not `.interp`) names no interpreter: taken as absent.
+      if (s.filesz != 0) {
+        elf.interpIndex = elf.segments.length - 1;
+        elf.interpAddr = s.vaddr;
+      }
     }
     else if (type == PT_DYNAMIC && elf.dynIndex < 0) elf.dynIndex = elf.segments.length - 1;
   }
