@@ -7,7 +7,8 @@
  * DT_RPATH, add the Nix profile's lib dir, shrink to `$ORIGIN` and the profile. The profile is a
  * temp dir of symlinks to the system libraries, so it really provides NEEDED libraries and both
  * tools keep it (a profile that provides nothing would be shrunk away and leave nothing to do).
- * Each tool runs on a fresh copy: elfpatch (default mode, and --in-place) in one process,
+ * Each tool runs on a fresh copy: elfpatch (default mode, and --in-place) in one process, run as
+ * users run it (the `elfpatch` command, build/bin/elfpatch),
  * patchelf (Debian's) with two calls per file through `xargs -P nproc`, as the seed does; then a
  * re-run on the patched tree. elfpatch's result cache (in a fresh temp dir per repetition) records
  * answers only for files that had settled for SETTLE_MS before a run started, so the first re-run
@@ -40,7 +41,8 @@ const base = join(root, `base-${TREES}`);
 const work = join(root, "work");
 const profileRoot = join(root, "nix", "var", "nix", "profiles", "per-user", "alice", "profile");
 const profile = join(profileRoot, "lib");
-const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "cli", "main.js");
+/** The `elfpatch` command as installed (package.json "bin"): the launcher in build/bin. */
+const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "elfpatch");
 
 /** Regular ELF files under `dir` (no symlinks), recursively. */
 function elfFiles(dir: string): string[] {
@@ -145,7 +147,7 @@ const median = (xs: number[]): number => {
 };
 
 const recipe = ["--force-rpath", "--add-rpath", profile, "--shrink-rpath", "--allowed-rpath-prefixes", `$ORIGIN:${profileRoot}`];
-const elfpatch = (extra: string[]): string[] => ["node", cli, "patch", ...recipe, ...extra, "--no-progress", work];
+const elfpatch = (extra: string[]): string[] => [cli, "patch", ...recipe, ...extra, "--no-progress", work];
 const jobs = String(availableParallelism());
 const patchelfScript =
   `find "${work}" -type f -print0 | xargs -0 -P ${jobs} -n 1 sh -c ` +
@@ -198,7 +200,7 @@ function measure(name: string, cmd: string[], withCache: boolean): Row {
  */
 function measureCheck(files: number): string[] {
   fresh();
-  const rows: [string, string[]][] = [["elfpatch check --json", ["sh", "-c", `node "${cli}" check --json "${work}" > /dev/null`]]];
+  const rows: [string, string[]][] = [["elfpatch check --json", ["sh", "-c", `"${cli}" check --json "${work}" > /dev/null`]]];
   for (const [tool, args] of [["lddtree", "-l"], ["libtree", ""]] as const) {
     if (spawnSync("sh", ["-c", `command -v ${tool}`]).status === 0) {
       rows.push([`${tool} (per file, xargs -P ${jobs})`, ["sh", "-c",
@@ -220,6 +222,26 @@ function measureCheck(files: number): string[] {
   return out;
 }
 
+/**
+ * The default mode's floor here: every file of a fresh copy copied next to itself and renamed
+ * over the original by as many threads as elfpatch uses, with no ELF work (bench/floor.ts).
+ */
+function measureFloor(): string[] {
+  const floor = join(dirname(fileURLToPath(import.meta.url)), "floor.js");
+  const ms: number[] = [];
+  for (let i = 0; i < REPS; i++) {
+    fresh();
+    const r = spawnSync("node", [floor, work, jobs], { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`floor.js failed: ${r.stderr}`);
+    ms.push(Number(r.stdout.trim()));
+  }
+  process.stderr.write(`  floor: ${ms.map((m) => (m / 1000).toFixed(2)).join(", ")} s\n`);
+  return [
+    `Floor of the default mode: copy + rename of every file (${jobs} threads, kernel copy, no ELF work, no sync): ` +
+      `${(median(ms) / 1000).toFixed(2)} s (median of ${REPS}).`,
+  ];
+}
+
 function main(): void {
   if (!existsSync("/usr/bin/time")) throw new Error("GNU time is needed: apt-get install time");
   const patchelfVersion = spawnSync("patchelf", ["--version"], { encoding: "utf8" }).stdout?.trim() || "missing";
@@ -230,11 +252,13 @@ function main(): void {
   if (patchelfVersion !== "missing") rows.push(measure(`patchelf (${patchelfVersion.replace("patchelf ", "")})`, patchelf, false));
   const ref = rows.find((r) => r.name.startsWith("patchelf"));
   const refWall = ref ? median(ref.first.map((t) => t.wallS)) : NaN;
+  // A re-run is compared with patchelf's re-run (the same job on its own patched tree).
+  const refRerun = ref ? median(ref.rerun.map((t) => t.wallS)) : NaN;
   const lines = [
     `Corpus: ${corpus.files} ELF files, ${(corpus.bytes / 1e6).toFixed(0)} MB (${TREES} venv-like trees); ${jobs} cores; medians of ${REPS} runs;`,
-    "ratios against patchelf's first run.",
+    "first runs against patchelf's first run, re-runs against patchelf's re-run.",
     "",
-    "| tool | first run (s) | vs patchelf | peak RSS (MB) | bytes added | re-run (s) | vs patchelf | re-run bytes added | cached re-run (s) | vs patchelf |",
+    "| tool | first run (s) | vs patchelf | peak RSS (MB) | bytes added | re-run (s) | vs patchelf's re-run | re-run bytes added | cached re-run (s) | vs patchelf's re-run |",
     "|---|---|---|---|---|---|---|---|---|---|",
   ];
   for (const r of rows) {
@@ -244,13 +268,13 @@ function main(): void {
     const cr = r.cached.length ? median(r.cached.map((t) => t.wallS)) : NaN;
     lines.push(
       `| ${r.name} | ${w.toFixed(2)} | ${(refWall / w).toFixed(1)}x | ${rss.toFixed(0)} | ${median(r.added).toLocaleString("en")} | ` +
-        `${rr.toFixed(3)} | ${(refWall / rr).toFixed(0)}x | ${median(r.rerunAdded).toLocaleString("en")} | ` +
-        (r.cached.length ? `${cr.toFixed(3)} | ${(refWall / cr).toFixed(0)}x |` : "n/a | |"),
+        `${rr.toFixed(3)} | ${(refRerun / rr).toFixed(0)}x | ${median(r.rerunAdded).toLocaleString("en")} | ` +
+        (r.cached.length ? `${cr.toFixed(3)} | ${(refRerun / cr).toFixed(0)}x |` : "n/a | |"),
     );
     const bad = [...r.first, ...r.rerun, ...r.cached].filter((t) => t.status !== 0).length;
     if (bad) lines.push(`| ${r.name}: ${bad} runs exited non-zero | | | | | | | | | |`);
   }
-  lines.push("", ...measureCheck(corpus.files));
+  lines.push("", ...measureFloor(), "", ...measureCheck(corpus.files));
   console.log(lines.join("\n"));
   if (!KEEP) rmSync(root, { recursive: true, force: true });
   else rmSync(work, { recursive: true, force: true });

@@ -1,0 +1,61 @@
+/**
+ * The `elfpatch` command (package.json "bin": build/bin/elfpatch, a sh launcher for
+ * build/js/cli/main.js): works through a symlink (as npm installs it in node_modules/.bin),
+ * passes arguments and exit codes through, and drops NODE_EXTRA_CA_CERTS, which would make node
+ * read a certificate bundle at every start (elfpatch makes no TLS connection).
+ */
+import { spawnSync } from "node:child_process";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { repoRoot } from "../support/fixtures.js";
+
+const LAUNCHER = join(repoRoot, "build", "bin", "elfpatch");
+const MAIN = join(repoRoot, "build", "js", "cli", "main.js");
+const VERSION = (JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { version: string }).version;
+
+describe("the elfpatch command", () => {
+  let dir: string;
+  let link: string;
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "elfpatch-launcher-"));
+    mkdirSync(join(dir, ".bin"));
+    link = join(dir, ".bin", "elfpatch");
+    symlinkSync(LAUNCHER, link);
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("runs the CLI, also through a symlink elsewhere (npm's node_modules/.bin)", () => {
+    for (const cmd of [LAUNCHER, link]) {
+      const r = spawnSync(cmd, ["--version"], { encoding: "utf8" });
+      expect(r.status).toBe(0);
+      expect(r.stdout.trim()).toBe(VERSION);
+    }
+  });
+
+  it("passes arguments (spaces included) and exit codes through", () => {
+    const tree = join(dir, "a tree with spaces");
+    mkdirSync(tree);
+    copyFileSync("/usr/lib/x86_64-linux-gnu/libz.so.1", join(tree, "libz.so.1"));
+    const r = spawnSync(link, ["patch", "--json", "--no-resolve", "--no-cache", "--set-rpath", "$ORIGIN/a b", tree], { encoding: "utf8" });
+    expect(r.status).toBe(0);
+    const rec = JSON.parse(r.stdout.split("\n")[0]!) as { path: string; status: string; after: { runpath: string } };
+    expect(rec.path).toBe(join(tree, "libz.so.1"));
+    expect(rec.status).toBe("patched");
+    expect(rec.after.runpath).toBe("$ORIGIN/a b");
+    expect(spawnSync(link, ["patch"], { encoding: "utf8" }).status).toBe(2); // usage error: no PATH
+  });
+
+  it("drops NODE_EXTRA_CA_CERTS (node itself reads it at start-up)", () => {
+    const env = { ...process.env, NODE_EXTRA_CA_CERTS: join(dir, "no-such-bundle.pem") };
+    // node warns about a bundle it cannot load: proof that it reads the variable at start-up...
+    const direct = spawnSync("node", [MAIN, "--version"], { encoding: "utf8", env });
+    expect(direct.stderr).toContain("extra certs");
+    // ...which the launcher spares it.
+    const launched = spawnSync(LAUNCHER, ["--version"], { encoding: "utf8", env });
+    expect(launched.status).toBe(0);
+    expect(launched.stderr).toBe("");
+  });
+});
