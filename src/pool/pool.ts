@@ -1,7 +1,6 @@
 /**
  * The worker pool: piscina threads, each with one core instance made from the Module compiled
- * once here. A shard whose worker dies yields a POOL_WORKER_CRASHED record per file; the batch
- * goes on.
+ * once here. A worker that dies costs only the file that killed it (see `run`); the batch goes on.
  */
 import { existsSync, readdirSync, unlinkSync } from "node:fs";
 import { availableParallelism } from "node:os";
