@@ -29,6 +29,7 @@ let info: Out | null = null;
 let edits: Out | null = null;
 let reqPtr: usize = 0;
 let planned: Layout | null = null;
+let fixups: Out | null = null;
 
 /** Resets the per-file heap and starts a job for a file of `size` bytes. */
 export function beginJob(size: f64): void {
@@ -37,6 +38,7 @@ export function beginJob(size: f64): void {
   elf = null;
   info = null;
   edits = null;
+  fixups = null;
   reqPtr = 0;
   planned = null;
 }
@@ -95,6 +97,8 @@ export function plan(reqLen: u32, allowGrowth: u32): Status {
   if (req === null) return Status.BadRequest;
   e.img.resetWrites();
   e.img.status = Status.Ok;
+  edits = null;
+  fixups = null;
   beginStrings(e);
   const p = new Plan(e);
   p.allowGrowth = allowGrowth != 0;
@@ -109,8 +113,36 @@ export function plan(reqLen: u32, allowGrowth: u32): Status {
   if (s == Status.Ok && !e.img.ok) s = e.img.status;
   if (s != Status.Ok) return s;
   edits = emitEdits(e.img.chunks);
+  fixups = emitFixups(e, p);
   planned = l;
   return Status.Ok;
+}
+
+/**
+ * The `.symtab` moves the host applies (Plan.symFixIndex): empty, or `[f64 symtab offset]
+ * [f64 entry count]` then per move `[u32 section index][u32 delta low][u32 delta high]`.
+ */
+function emitFixups(e: Elf, p: Plan): Out {
+  const n = p.symFixIndex.length;
+  const out = new Out(n > 0 ? 16 + 12 * <usize>n : 16);
+  if (n == 0) return out;
+  out.f64(<f64>e.symtabOff);
+  out.f64(<f64>e.symtabCount);
+  for (let i = 0; i < n; i++) {
+    const d = unchecked(p.symFixDelta[i]);
+    out.u32(unchecked(p.symFixIndex[i]));
+    out.u32(<u32>(d & 0xffffffff));
+    out.u32(<u32>(d >> 32));
+  }
+  return out;
+}
+
+export function fixupsPtr(): usize {
+  return fixups !== null ? fixups!.ptr : 0;
+}
+
+export function fixupsLen(): u32 {
+  return fixups !== null ? <u32>fixups!.len : 0;
 }
 
 /** The file size after the planned edits. */

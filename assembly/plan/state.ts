@@ -26,6 +26,14 @@ export class Plan {
   dynVaddr: u64 = 0;
   dynSlots: i32 = 0;
   origDynVaddr: u64 = 0;
+  /**
+   * Moves of `.symtab` symbols left to the host: a symbol defined in section `symFixIndex[i]`
+   * moves by `symFixDelta[i]` (mod 2^64, or 2^32 for ELF32). `.symtab` is not needed to run and
+   * can be most of a big library's symbol bytes (12.7 MB of libtorch_cpu.so), so the core never
+   * loads it; the host streams it once and writes the moved values (see CoreEngine.plan).
+   */
+  symFixIndex: u32[] = [];
+  symFixDelta: u64[] = [];
 
   constructor(public elf: Elf) {
     this.dynOff = elf.dynOff;

@@ -99,7 +99,7 @@ function moveBlocks(elf: Elf, p: Plan, l: Layout): void {
         if (j >= 0 && unchecked(p.dyn[j]).val == s.addr) setTag(p, tag, addr);
       }
       writeSection(elf, s.hdr, off, addr, s.size);
-      relocateSymbols(elf, s.index, s.addr, addr);
+      relocateSymbols(elf, p, s.index, s.addr, addr);
     }
     for (let i = 0; i < elf.segments.length; i++) {
       const g = unchecked(elf.segments[i]);
@@ -168,13 +168,13 @@ export function writeLayout(elf: Elf, p: Plan, l: Layout): void {
     writeSection(elf, elf.interpShdrOff, l.interpOff, addrIn(l, l.interpOff), l.interpBytes);
   }
   if (l.dynBytes) writeSection(elf, elf.dynamicShdrOff, l.dynOff, p.dynVaddr, l.dynBytes);
-  if (l.strBytes) relocateSymbols(elf, elf.dynstrShIndex, elf.dynVal(DT_STRTAB, 0), addrIn(l, l.strOff));
+  if (l.strBytes) relocateSymbols(elf, p, elf.dynstrShIndex, elf.dynVal(DT_STRTAB, 0), addrIn(l, l.strOff));
   if (l.dynBytes) {
-    relocateSymbols(elf, elf.dynamicShIndex, p.origDynVaddr, p.dynVaddr);
+    relocateSymbols(elf, p, elf.dynamicShIndex, p.origDynVaddr, p.dynVaddr);
     // Without section headers `_DYNAMIC` is found by its address alone.
     if (elf.dynamicShIndex == 0) moveDynamicSymbol(elf, elf.dynsymOff, elf.dynsymCount, p.origDynVaddr, p.dynVaddr);
   }
-  if (l.interpBytes) relocateSymbols(elf, elf.interpShIndex, elf.interpAddr, addrIn(l, l.interpOff));
+  if (l.interpBytes) relocateSymbols(elf, p, elf.interpShIndex, elf.interpAddr, addrIn(l, l.interpOff));
   const blocks = l.blocks;
   if (blocks !== null) {
     for (let k = 0; k < blocks.length; k++) {
@@ -195,13 +195,15 @@ export function writeLayout(elf: Elf, p: Plan, l: Layout): void {
 
 /**
  * Moves every symbol defined in section `index` (its section symbol, `_DYNAMIC`, `__abi_tag`...)
- * with the section, in `.dynsym` and `.symtab`. Reading all of `.symtab` may need bytes the parse
- * did not load: the image then records a need and the host plans again with them.
+ * with the section: in `.dynsym` here, and in `.symtab` through the host (Plan.symFixIndex).
  */
-function relocateSymbols(elf: Elf, index: u32, oldAddr: u64, newAddr: u64): void {
+function relocateSymbols(elf: Elf, p: Plan, index: u32, oldAddr: u64, newAddr: u64): void {
   if (index == 0 || oldAddr == newAddr) return;
   relocateIn(elf, elf.dynsymOff, elf.dynsymCount, index, newAddr - oldAddr);
-  relocateIn(elf, elf.symtabOff, elf.symtabCount, index, newAddr - oldAddr);
+  if (elf.symtabCount > 1) {
+    p.symFixIndex.push(index);
+    p.symFixDelta.push(newAddr - oldAddr);
+  }
 }
 
 function relocateIn(elf: Elf, off: u64, count: u64, index: u32, delta: u64): void {
@@ -219,8 +221,7 @@ function relocateIn(elf: Elf, off: u64, count: u64, index: u32, delta: u64): voi
 
 /**
  * Points `_DYNAMIC` (any defined, non-section symbol at the old `.dynamic` address) at the moved
- * array, in `.dynsym` and `.symtab`. Reading all of `.symtab` may need bytes the parse did not
- * load: the image then records a need and the host plans again with them.
+ * array in `.dynsym`, for a file without section headers (which has no `.symtab` either).
  */
 function moveDynamicSymbol(elf: Elf, off: u64, count: u64, oldAddr: u64, newAddr: u64): void {
   if (count == 0) return;

@@ -31,6 +31,8 @@ interface CoreExports {
   movedBytes(): number;
   editsPtr(): number;
   editsLen(): number;
+  fixupsPtr(): number;
+  fixupsLen(): number;
 }
 
 /** Where the core's bytes come from: an open file (never read whole) or a buffer (tests). */
@@ -180,15 +182,94 @@ export class CoreEngine {
         continue;
       }
       if (status !== Status.Ok) throw statusError(status);
-      return this.guarded((core) => ({
+      const planned = this.guarded((core) => ({
         before,
         edits: decodeEdits(core.memory.buffer, core.editsPtr(), core.editsLen()),
         newSize: core.newSize(),
         strategy: STRATEGIES[core.strategy()] ?? "in-place",
         movedBytes: core.movedBytes(),
+        fixups: decodeFixups(core.memory.buffer, core.fixupsPtr(), core.fixupsLen()),
       }));
+      const { fixups, ...out } = planned;
+      if (fixups !== null) out.edits = withEdits(out.edits, symtabEdits(src, before, fixups));
+      return out;
     }
   }
+}
+
+/** `.symtab` moves the core left to the host: where the table is, and each section's delta. */
+export interface SymtabFixups {
+  off: number;
+  count: number;
+  /** Section index -> delta (summed, unsigned 64-bit). */
+  deltas: Map<number, bigint>;
+}
+
+function decodeFixups(buffer: ArrayBuffer, ptr: number, len: number): SymtabFixups | null {
+  if (len < 16) return null;
+  const view = new DataView(buffer, ptr, len);
+  const deltas = new Map<number, bigint>();
+  for (let at = 16; at + 12 <= len; at += 12) {
+    const index = view.getUint32(at, true);
+    const delta = BigInt(view.getUint32(at + 4, true)) | (BigInt(view.getUint32(at + 8, true)) << 32n);
+    deltas.set(index, BigInt.asUintN(64, (deltas.get(index) ?? 0n) + delta));
+  }
+  return deltas.size ? { off: view.getFloat64(0, true), count: view.getFloat64(8, true), deltas } : null;
+}
+
+/** Entries of `.symtab` read per window when applying its moves. */
+const SYMTAB_WINDOW = 16384;
+
+/**
+ * The edits that move `.symtab` symbols with their sections: the table is streamed in windows
+ * (never held whole), and each symbol defined in a moved section (`st_shndx`) gets its `st_value`
+ * plus the section's delta, modulo the class's word (as ld.so and the core compute addresses).
+ */
+export function symtabEdits(
+  src: ByteSource,
+  info: Pick<ElfInfo, "class" | "endian">,
+  f: SymtabFixups,
+  window = SYMTAB_WINDOW,
+): Edit[] {
+  const is64 = info.class === 64;
+  const le = info.endian === "little";
+  const ent = is64 ? 24 : 16;
+  const shndxAt = is64 ? 6 : 14;
+  const valueAt = is64 ? 8 : 4;
+  const word = is64 ? 8 : 4;
+  const buf = new Uint8Array(Math.min(window, Math.max(1, f.count)) * ent);
+  const view = new DataView(buf.buffer);
+  const out: Edit[] = [];
+  // Entry 0 is the null symbol.
+  for (let first = 1; first < f.count; ) {
+    const n = Math.min(window, f.count - first);
+    const win = buf.subarray(0, n * ent);
+    src.read(win, f.off + first * ent);
+    for (let k = 0; k < n; k++) {
+      const o = k * ent;
+      const delta = f.deltas.get(view.getUint16(o + shndxAt, le));
+      if (delta === undefined) continue;
+      const bytes = new Uint8Array(word);
+      const nv = new DataView(bytes.buffer);
+      if (is64) nv.setBigUint64(0, BigInt.asUintN(64, view.getBigUint64(o + valueAt, le) + delta), le);
+      else nv.setUint32(0, Number(BigInt.asUintN(32, BigInt(view.getUint32(o + valueAt, le)) + delta)), le);
+      out.push({ offset: f.off + (first + k) * ent + valueAt, bytes, orig: win.slice(o + valueAt, o + valueAt + word) });
+    }
+    first += n;
+  }
+  return out;
+}
+
+/** The core's edits and the host's, in file order; they never overlap (the core leaves `.symtab` alone). */
+function withEdits(core: Edit[], host: Edit[]): Edit[] {
+  if (host.length === 0) return core;
+  const all = [...core, ...host].sort((a, b) => a.offset - b.offset);
+  for (let i = 1; i < all.length; i++) {
+    if (all[i - 1]!.offset + all[i - 1]!.bytes.length > all[i]!.offset) {
+      throw new ElfPatchError(ErrorCode.INTERNAL, "Planned edits overlap the symbol table's");
+    }
+  }
+  return all;
 }
 
 function statusError(status: Status): ElfPatchError {
