@@ -109,9 +109,8 @@ export class Elf {
   interpShIndex: u32 = 0;
   /** Address of `PT_INTERP`'s string before any move. */
   interpAddr: u64 = 0;
-  /** `.symtab` (static symbols): offset and how many leading entries were loaded (section symbols). */
+  /** `.symtab` (static symbols): offset and entry count; never loaded (the host moves its symbols). */
   symtabOff: u64 = 0;
-  symtabHead: u64 = 0;
   symtabCount: u64 = 0;
   /** `.dynsym` table offset and entry count (with ParseFlag.Refs). */
   dynsymOff: u64 = 0;

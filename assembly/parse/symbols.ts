@@ -23,7 +23,6 @@ export function parseSymbolRefs(elf: Elf): void {
   if (elf.hasShdrs) count = countFromSections(elf, symAddr);
   if (!img.ok) return;
   loadSlack(elf);
-  if (elf.symtabHead > 0) img.at(elf.symtabOff, elf.symtabHead * (img.is64 ? 24 : 16));
   if (!img.ok) return;
   if (symAddr == u64.MAX_VALUE) return;
   if (ent != (img.is64 ? 24 : 16)) {
@@ -121,11 +120,8 @@ function countFromSections(elf: Elf, symAddr: u64): u64 {
     if (type == SHT_SYMTAB && elf.symtabOff == 0) {
       const entsize = img.word(o + (img.is64 ? 56 : 36));
       if (entsize == (img.is64 ? 24 : 16) && img.inFile(off, secSize)) {
-        // Section symbols come first (local symbols, in section order): load only those.
-        let head = secSize / entsize;
-        if (head > <u64>elf.shnum + 16) head = <u64>elf.shnum + 16;
+        // Where it is, for the host, which moves its symbols (the core never loads it).
         elf.symtabOff = off;
-        elf.symtabHead = head;
         elf.symtabCount = secSize / entsize;
       }
     }
