@@ -219,6 +219,11 @@ function decodeFixups(buffer: ArrayBuffer, ptr: number, len: number): SymtabFixu
 
 /** Entries of `.symtab` read per window when applying its moves. */
 const SYMTAB_WINDOW = 16384;
+/**
+ * Most `.symtab` symbols one plan moves: a real file has a handful in a moved section (section
+ * symbols, `__abi_tag`, `_DYNAMIC`); a table crafted to have millions is refused, not held.
+ */
+const MAX_SYMTAB_MOVES = 65536;
 
 /**
  * The edits that move `.symtab` symbols with their sections: the table is streamed in windows
@@ -249,6 +254,7 @@ export function symtabEdits(
       const o = k * ent;
       const delta = f.deltas.get(view.getUint16(o + shndxAt, le));
       if (delta === undefined) continue;
+      if (out.length >= MAX_SYMTAB_MOVES) throw new ElfPatchError(ErrorCode.ELF_TOO_LARGE, "Too many .symtab symbols in moved sections");
       const bytes = new Uint8Array(word);
       const nv = new DataView(bytes.buffer);
       if (is64) nv.setBigUint64(0, BigInt.asUintN(64, view.getBigUint64(o + valueAt, le) + delta), le);

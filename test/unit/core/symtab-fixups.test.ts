@@ -87,3 +87,12 @@ describe.each([
     expect(values(apply(bytes, edits), off, 1, is64, le)).toEqual([0x10n]);
   });
 });
+
+describe("symtabEdits on a crafted table", () => {
+  it("refuses a table with more symbols in moved sections than any real file has (ELF_TOO_LARGE), holding none of them", () => {
+    const n = 70000;
+    const { bytes, off } = fileWith(Array.from({ length: n }, () => ({ value: 0x1000n, shndx: 7 })), true, true);
+    const fix: SymtabFixups = { off, count: n + 1, deltas: new Map([[7, 0x10n]]) };
+    expect(() => symtabEdits(bufferSource(bytes), { class: 64, endian: "little" }, fix)).toThrow(/Too many/);
+  });
+});
