@@ -218,10 +218,10 @@ export class ResultCache {
     return c;
   }
 
-  /** The recorded answer for `path` if its signature is unchanged. */
-  lookup(path: string, st: Stats): CachedVerdict | undefined {
+  /** The recorded answer for `path` if its signature (`sigOf` its `lstat`) is unchanged. */
+  lookup(path: string, sig: string): CachedVerdict | undefined {
     const e = this.files.get(path);
-    if (e === undefined || e[0] !== sigOf(st)) return undefined;
+    if (e === undefined || e[0] !== sig) return undefined;
     let stored: Partial<FileRecord> | null = null;
     if (e[1] !== "") {
       try {

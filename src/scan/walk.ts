@@ -117,7 +117,7 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
       return void res.skipped.push({ path, reason: "duplicate", of: first.path });
     }
     const sig = sigOf(st);
-    const known = cache?.lookup(path, st);
+    const known = cache?.lookup(path, sig);
     const filtered = (include !== null && !include(rel)) || (exclude !== null && exclude(rel));
     let elf: boolean;
     try {
