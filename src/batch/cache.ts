@@ -30,7 +30,10 @@ import type { FileRecord } from "./process-file.js";
 
 /** How long before a run a file (or consulted path) must have last changed to be recorded. */
 export const SETTLE_MS = 2000;
-const FORMAT = 3;
+const FORMAT = 4;
+
+/** A verdict's first character: the status of its record (read without parsing the JSON). */
+const VERDICT_STATUS: Record<string, "unchanged" | "skipped"> = { u: "unchanged", s: "skipped" };
 
 /** The recorded answer for one file: an unchanged/skipped record, or "not an ELF file". */
 export type CachedVerdict = { kind: "record"; record: FileRecord } | { kind: "not-elf" };
@@ -52,15 +55,14 @@ export interface CacheHeader {
 }
 
 /**
- * A file's entry: its signature and its verdict as JSON text, parsed only when the answer is given
- * ("" for not-ELF).
+ * A file's entry: its signature and its verdict: "" for not-ELF, else the record's status as one
+ * character (`u` unchanged, `s` skipped) followed by its JSON, parsed only when the answer is given.
  */
 export type CacheEntry = [sig: string, verdict: string];
 
 /**
  * The cache file: the header as one line of JSON, then for every file its path, signature and
- * verdict (record JSON, or "" for not-ELF), each followed by a NUL (which neither a path nor JSON
- * text contains). Splitting that is a fraction of the cost of parsing one big JSON document, and
+ * verdict (see CacheEntry), each followed by a NUL (which neither a path nor JSON text contains). Splitting that is a fraction of the cost of parsing one big JSON document, and
  * leaves the records as text until they are needed: loading it is most of a cached re-run's work.
  */
 export function encodeCache(header: CacheHeader, files: Iterable<[string, CacheEntry]>): string {
@@ -218,22 +220,31 @@ export class ResultCache {
     return c;
   }
 
-  /** The recorded answer for `path` if its signature (`sigOf` its `lstat`) is unchanged. */
-  lookup(path: string, sig: string): CachedVerdict | undefined {
+  /**
+   * The recorded answer for `path` if its signature (`sigOf` its `lstat`) is unchanged. With
+   * `light`, an unchanged file's record carries its status only (no `before`/`after`: for a
+   * caller that prints no unchanged record), and its JSON is not parsed.
+   */
+  lookup(path: string, sig: string, light = false): CachedVerdict | undefined {
     const e = this.files.get(path);
     if (e === undefined || e[0] !== sig) return undefined;
     let stored: Partial<FileRecord> | null = null;
-    if (e[1] !== "") {
+    const status = e[1] === "" ? null : VERDICT_STATUS[e[1][0]!];
+    if (status === undefined) return undefined;
+    // A light answer trusts the status character; the rest must at least look like one object.
+    const lightOk = light && status === "unchanged" && e[1].charCodeAt(1) === 123 && e[1].charCodeAt(e[1].length - 1) === 125;
+    if (status !== null && !lightOk) {
       try {
-        stored = JSON.parse(e[1]) as Partial<FileRecord>;
+        stored = JSON.parse(e[1].slice(1)) as Partial<FileRecord>;
       } catch {
         return undefined;
       }
-      if (!isObject(stored) || (stored.status !== "unchanged" && stored.status !== "skipped")) return undefined;
+      if (!isObject(stored) || stored.status !== status) return undefined;
     }
     this.hits++;
     this.fresh.set(path, e);
-    if (stored === null) return { kind: "not-elf" };
+    if (status === null) return { kind: "not-elf" };
+    if (stored === null) return { kind: "record", record: { type: "file", path, status, changed: false, strategy: null, bytesAdded: 0, edits: 0 } };
     // Stored without what every such record has (and without `after`, equal to `before` for an
     // unchanged file); rebuilt with the same keys in the same order as the run that found it.
     const record: FileRecord = { type: "file", path, status: stored.status!, changed: false, strategy: null, bytesAdded: 0, edits: 0, ...stored };
@@ -254,7 +265,7 @@ export class ResultCache {
       verdict = (verdict.status === "unchanged" ? plain : { ...plain, ...(after ? { after } : {}) }) as FileRecord;
     }
     this.found++;
-    this.fresh.set(path, [st.sig, verdict === null ? "" : JSON.stringify(verdict)]);
+    this.fresh.set(path, [st.sig, verdict === null ? "" : `${verdict.status === "unchanged" ? "u" : "s"}${JSON.stringify(verdict)}`]);
   }
 
   /**

@@ -24,6 +24,11 @@ export interface ScanOptions {
   /** Answers from an earlier run (files whose signature is unchanged are not opened). */
   cache?: ResultCache;
   /**
+   * Records of unchanged files answered from the cache carry their status only (for a caller
+   * that prints no unchanged record: the CLI without --json).
+   */
+  lightCached?: boolean;
+  /**
    * false: regular files are not opened here; whoever opens them next tells ELF from the rest
    * (the batch does, saving an open and a read per file). Default true.
    */
@@ -117,7 +122,7 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
       return void res.skipped.push({ path, reason: "duplicate", of: first.path });
     }
     const sig = sigOf(st);
-    const known = cache?.lookup(path, sig);
+    const known = cache?.lookup(path, sig, opts.lightCached === true);
     const filtered = (include !== null && !include(rel)) || (exclude !== null && exclude(rel));
     let elf: boolean;
     try {

@@ -215,7 +215,11 @@ function cacheBody(dir: string): { header: CacheHeader; env: { dirs: Record<stri
   const body = decodeCache(fs.readFileSync(path.join(dir, names[0]!), "utf8"));
   expect(body).not.toBeNull();
   const files: Record<string, [string, Rec | null]> = {};
-  for (const [p, [sig, verdict]] of body!.files) files[p] = [sig, verdict === "" ? null : (JSON.parse(verdict) as Rec)];
+  for (const [p, [sig, verdict]] of body!.files) {
+    // A verdict is "" (not ELF) or its record's status as one character, then the record's JSON.
+    if (verdict !== "") expect(verdict[0], p).toBe((JSON.parse(verdict.slice(1)) as Rec).status === "unchanged" ? "u" : "s");
+    files[p] = [sig, verdict === "" ? null : (JSON.parse(verdict.slice(1)) as Rec)];
+  }
   return { header: body!.header, env: body!.header.env as ReturnType<typeof cacheBody>["env"], files, raw: body!.files };
 }
 
@@ -667,13 +671,33 @@ describe.skipIf(!TOOLS_READY)("elfpatch patch: the result cache", () => {
     expectNoCacheAnswers("a directory's entry a number", args, ref, n);
     // A file's record that is not one is not an answer: that file is examined (as without the
     // cache), the others are still answered from it.
-    const bad: [string, string][] = [["not JSON", "{"], ["JSON null", "null"], ["a failed record", JSON.stringify({ status: "failed" })]];
+    const record = entries.find(([p]) => p === lib)![1][1].slice(1);
+    const bad: [string, string][] = [
+      ["not JSON", "u{"], ["JSON null", "unull"], ["a failed record", `u${JSON.stringify({ status: "failed" })}`],
+      ["no status character", record], ["an unknown status character", `x${record}`], ["a status character the record contradicts", `s${record}`],
+    ];
     for (const [what, verdict] of bad) {
       fs.writeFileSync(file, encodeCache(header, entries.map(([p, e]) => [p, p === lib ? [e[0], verdict] : e])));
       const r = patch(args);
       expect(r.status, `${what}: ${r.stderr}`).toBe(0);
       expect(r.summary.cached, what).toBe(n - 1);
       expect(r.records, what).toEqual(ref.records);
+    }
+    // Without --json an unchanged file's record is not printed and its JSON is not parsed: the
+    // status character is the answer, if the rest looks like one object.
+    const lightCases = [
+      ["light: a record", `u${record}`, n],
+      // Not valid JSON, but never parsed: proof that the light path reads no record.
+      ["light: the JSON is not read", 'u{"status":"unchanged"}}', n],
+      ["light: not an object", "unull", n - 1],
+    ] as const;
+    for (const [what, verdict, answered] of lightCases) {
+      fs.writeFileSync(file, encodeCache(header, entries.map(([p, e]) => [p, p === lib ? [e[0], verdict] : e])));
+      const h = cli(["patch", "--no-progress", ...args]);
+      expect(h.status, `${what}: ${h.stderr}`).toBe(0);
+      expect(h.stdout, what).toBe("");
+      expect(h.stderr, what).toContain(`0 patched, ${n} unchanged`);
+      expect(h.stderr, what).toContain(`${answered} files answered from the result cache`);
     }
   });
 

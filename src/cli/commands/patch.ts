@@ -88,7 +88,11 @@ export function patchCommand(io: CliIo): Command {
         write: raw.inPlace ? "in-place" : "rename", hardlinks: raw.hardlinks ?? "break",
       };
       const progress = await createProgress(raw.progress !== false && !raw.json);
-      const scanOpts = { followSymlinks: raw.followSymlinks === true, ...(raw.include ? { include: raw.include } : {}), ...(raw.exclude ? { exclude: raw.exclude } : {}) };
+      const scanOpts = {
+        followSymlinks: raw.followSymlinks === true, ...(raw.include ? { include: raw.include } : {}), ...(raw.exclude ? { exclude: raw.exclude } : {}),
+        // Without --json no unchanged record is printed: those answered from the cache need no details.
+        lightCached: !raw.json,
+      };
       // Loaded while the cache is read (module loading is part of a cached re-run's few dozen ms).
       const batchModule = import("../../batch/run.js");
       const cache = raw.cache === false ? undefined : await openCache(batch, paths, raw.cacheDir);
