@@ -20,12 +20,13 @@
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import {
-  closeSync, cpSync, existsSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statSync, symlinkSync, writeFileSync,
+  cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync,
 } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { SETTLE_MS } from "../batch/cache.js";
 import { fileURLToPath } from "node:url";
+import { isElf } from "../scan/walk.js";
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: number): number => {
@@ -51,21 +52,11 @@ function elfFiles(dir: string): string[] {
     for (const e of readdirSync(d, { withFileTypes: true })) {
       const p = join(d, e.name);
       if (e.isDirectory()) walk(p);
-      else if (e.isFile() && statSync(p).size > 64 && isElfHead(p)) out.push(p);
+      else if (e.isFile() && statSync(p).size > 64 && isElf(p)) out.push(p);
     }
   };
   walk(dir);
   return out.sort();
-}
-
-function isElfHead(p: string): boolean {
-  const fd = openSync(p, "r");
-  try {
-    const b = Buffer.alloc(4);
-    return readSync(fd, b, 0, 4, 0) === 4 && b.readUInt32BE(0) === 0x7f454c46;
-  } finally {
-    closeSync(fd);
-  }
 }
 
 function sitePackages(): string | null {

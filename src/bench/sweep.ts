@@ -21,11 +21,12 @@
  * Options: --dirs A:B:... , --max-mb N (default 4000), --keep (keep the copies).
  */
 import { execFile, spawnSync } from "node:child_process";
-import { closeSync, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, symlinkSync } from "node:fs";
+import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { availableParallelism, homedir, tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { isElf } from "../scan/walk.js";
 
 const run = promisify(execFile);
 const args = process.argv.slice(2);
@@ -45,16 +46,6 @@ const profile = join(root, "profile", "lib");
 const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "cli", "main.js");
 const HOST_LIBS = "/usr/lib/x86_64-linux-gnu";
 const LDSO = "/lib64/ld-linux-x86-64.so.2";
-
-function isElf(p: string): boolean {
-  const fd = openSync(p, "r");
-  try {
-    const b = Buffer.alloc(4);
-    return readSync(fd, b, 0, 4, 0) === 4 && b.readUInt32BE(0) === 0x7f454c46;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** Copies every ELF file under `dirs` (each inode once, up to maxBytes) into `orig`. */
 function buildCorpus(): { files: number; bytes: number } {
