@@ -62,8 +62,9 @@ export type CacheEntry = [sig: string, verdict: string];
 
 /**
  * The cache file: the header as one line of JSON, then for every file its path, signature and
- * verdict (see CacheEntry), each followed by a NUL (which neither a path nor JSON text contains). Splitting that is a fraction of the cost of parsing one big JSON document, and
- * leaves the records as text until they are needed: loading it is most of a cached re-run's work.
+ * verdict (see CacheEntry), each followed by a NUL (which neither a path nor JSON text contains).
+ * Splitting that is a fraction of the cost of parsing one big JSON document, and leaves the
+ * records as text until they are needed: loading it is most of a cached re-run's work.
  */
 export function encodeCache(header: CacheHeader, files: Iterable<[string, CacheEntry]>): string {
   const parts = [JSON.stringify(header), "\n"];
