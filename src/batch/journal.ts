@@ -17,7 +17,7 @@ import { dirname, join, relative } from "node:path";
 import { threadId } from "node:worker_threads";
 import { ElfPatchError, ErrorCode, toErrorRecord, type ErrorRecord } from "../errors.js";
 import type { Edit } from "../core/types.js";
-import { syncDir, syncFileSystems, writeFully } from "../io/safe-write.js";
+import { checkUnchanged, syncDir, syncFileSystems, writeFully } from "../io/safe-write.js";
 
 import { UNDO_SUFFIX } from "./temp-names.js";
 
@@ -81,9 +81,6 @@ function undoFor(path: string, dir: string, edits: Edit[], plannedSize?: number)
   }
 }
 
-/** The temp name a journal is written under (by thread `thread`) before it is renamed into place. */
-export const journalTemp = (journal: string, thread = threadId): string => `${journal}.${process.pid}-${thread}.tmp`;
-
 /**
  * Writes and syncs one journal for all `items`; returns its path. `announce` hears the path before
  * anything is written (a worker tells the main thread, which rolls the journal back if the worker
@@ -96,7 +93,7 @@ function writeJournal(items: InPlaceItem[], announce?: (journal: string) => void
   counter++;
   const path = join(dir, `.elfpatch-${process.pid}-${threadId}-${counter}${UNDO_SUFFIX}`);
   announce?.(path);
-  const tmp = journalTemp(path);
+  const tmp = `${path}.${process.pid}-${threadId}.tmp`;
   writeFileSync(tmp, `${digest(text)}\n${text}`, { mode: 0o600 });
   const fd = openSync(tmp, "r");
   try {
@@ -143,12 +140,7 @@ export function writeEditsInPlace(
     let touched = false;
     try {
       fd = openSync(it.path, "r+"); // ETXTBSY for a running program: nothing written, nothing to undo
-      if (it.size !== undefined) {
-        const st = fstatSync(fd);
-        if (st.size !== it.size || (it.ctimeMs !== undefined && st.ctimeMs !== it.ctimeMs)) {
-          throw new ElfPatchError(ErrorCode.IO_CHANGED, "The file changed after it was planned; nothing written");
-        }
-      }
+      if (it.size !== undefined) checkUnchanged(fstatSync(fd), { size: it.size, ...(it.ctimeMs !== undefined ? { ctimeMs: it.ctimeMs } : {}) });
       touched = true;
       for (const e of it.edits) writeFully(fd, e.bytes, e.offset);
       if (fstatSync(fd).size !== it.newSize) throw new ElfPatchError(ErrorCode.INTERNAL, "Edited file has an unexpected size");

@@ -7,10 +7,15 @@ export const UNDO_SUFFIX = ".elfpatch-undo";
 /** Temp files: safe-write copies (`.NAME.elfpatch-PID-THREAD-N.tmp`) and journals being written. */
 export const STALE_TEMP = /\.elfpatch-\d+-\d+-\d+\.tmp$|\.elfpatch-undo\.\d+-\d+\.tmp$/;
 
-/** The pid in the name of a journal or temp file of ours (`.…elfpatch-PID-THREAD-N…`), or null. */
+/** The process and thread that made a journal or temp file of ours (`.…elfpatch-PID-THREAD-N…`), or null. */
+export function tempOwner(name: string): { pid: number; thread: number } | null {
+  const m = /\.elfpatch-(\d+)-(\d+)-\d+(?:\.tmp|\.elfpatch-undo(?:\.\d+-\d+\.tmp)?)$/.exec(name);
+  return m ? { pid: Number(m[1]), thread: Number(m[2]) } : null;
+}
+
+/** The pid in the name of a journal or temp file of ours, or null. */
 export function ownerPid(name: string): number | null {
-  const m = /\.elfpatch-(\d+)-\d+-\d+(?:\.tmp|\.elfpatch-undo(?:\.\d+-\d+\.tmp)?)$/.exec(name);
-  return m ? Number(m[1]) : null;
+  return tempOwner(name)?.pid ?? null;
 }
 
 /**

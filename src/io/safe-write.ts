@@ -28,7 +28,8 @@ export interface PlannedState {
   ctimeMs?: number;
 }
 
-function checkUnchanged(st: { size: number; ctimeMs: number }, planned?: PlannedState): void {
+/** Throws IO_CHANGED when `st` is no longer the state the edits were planned on. */
+export function checkUnchanged(st: { size: number; ctimeMs: number }, planned?: PlannedState): void {
   if (planned && (st.size !== planned.size || (planned.ctimeMs !== undefined && st.ctimeMs !== planned.ctimeMs))) {
     throw new ElfPatchError(ErrorCode.IO_CHANGED, "The file changed after it was planned; nothing written");
   }

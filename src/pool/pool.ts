@@ -13,7 +13,8 @@ import { ElfPatchError, ErrorCode } from "../errors.js";
 import type { BatchSpec, FileRecord } from "../batch/process-file.js";
 import type { ScannedFile } from "../scan/walk.js";
 import type { Consulted } from "../shared/consulted.js";
-import { journalTemp, recoverJournal } from "../batch/journal.js";
+import { recoverJournal } from "../batch/journal.js";
+import { STALE_TEMP, tempOwner } from "../batch/temp-names.js";
 import type { ShardMessage, ShardResult, ShardTask } from "./worker.js";
 
 /** What a shard gives back through the pool: records, and what decisions consulted (per task run). */
@@ -24,9 +25,10 @@ export interface PoolResult {
 
 /**
  * Undoes what the dead worker `thread` left of a shard: rolls back the undo journals it announced
- * (files edited in place go back to their original bytes) and removes its temp files next to the
- * shard's files. Returns false when something could not be undone (the journal then stays for the
- * end of the batch, or the next run, to roll back; its files are not run again).
+ * (files edited in place go back to their original bytes) and removes its temp files (copies and
+ * journals being written) next to the shard's files. Returns false when something could not be
+ * undone (the journal then stays for the end of the batch, or the next run, to roll back; its
+ * files are not run again).
  */
 function undoDeadShard(thread: number, journals: string[], paths: string[]): boolean {
   let ok = true;
@@ -36,16 +38,14 @@ function undoDeadShard(thread: number, journals: string[], paths: string[]): boo
     } catch {
       ok = false;
     }
-    try {
-      unlinkSync(journalTemp(j, thread));
-    } catch {
-      // never written, or renamed into place
-    }
   }
-  const temp = new RegExp(`\\.elfpatch-${process.pid}-${thread}-\\d+\\.tmp$`);
+  const deadThreads = (name: string): boolean => {
+    const o = STALE_TEMP.test(name) ? tempOwner(name) : null;
+    return o !== null && o.pid === process.pid && o.thread === thread;
+  };
   for (const dir of new Set(paths.map((p) => dirname(p)))) {
     try {
-      for (const name of readdirSync(dir)) if (temp.test(name)) unlinkSync(join(dir, name));
+      for (const name of readdirSync(dir)) if (deadThreads(name)) unlinkSync(join(dir, name));
     } catch {
       // the next run removes stale temp files
     }
