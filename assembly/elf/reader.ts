@@ -16,6 +16,9 @@ const MIN_READ: u64 = 16384;
 const MAX_HELD: u64 = 512 << 20;
 
 export class Chunk {
+  /** The bytes written while planning lie in `[lo, hi)` of the chunk (none when lo >= hi). */
+  lo: usize = usize.MAX_VALUE;
+  hi: usize = 0;
   constructor(public off: u64, public len: u64, public orig: usize, public work: usize) {}
 }
 
@@ -43,6 +46,8 @@ export class Image {
       const c = unchecked(this.chunks[i]);
       if (c.orig == 0) continue;
       c.work = c.orig;
+      c.lo = usize.MAX_VALUE;
+      c.hi = 0;
       kept.push(c);
     }
     this.chunks = kept;
@@ -166,10 +171,15 @@ export class Image {
     const p = this.at(off, len);
     if (!p) return 0;
     const c = this.last!;
+    // Where the chunk may now differ from the file: the diff (emit) looks only there.
+    const lo = <usize>(off - c.off);
+    const hi = lo + <usize>len;
+    if (lo < c.lo) c.lo = lo;
+    if (hi > c.hi) c.hi = hi;
     if (c.work == c.orig) {
       c.work = heap.alloc(<usize>(c.len > 0 ? c.len : 1));
       memory.copy(c.work, c.orig, <usize>c.len);
-      return c.work + <usize>(off - c.off);
+      return c.work + lo;
     }
     return p;
   }

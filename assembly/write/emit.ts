@@ -9,9 +9,6 @@ import { Out } from "../elf/out";
 import { Elf } from "../parse/model";
 import { Plan } from "../plan/state";
 
-/** Equal bytes shorter than this between two changed runs are emitted too, to keep edits few. */
-const MERGE_GAP: usize = 16;
-
 /** Stores the planned dynamic array (and `vn_file` values) into the working copies. */
 export function writePlan(elf: Elf, p: Plan): void {
   const img = elf.img;
@@ -103,21 +100,46 @@ function byOffset(a: Chunk, b: Chunk): i32 {
 }
 
 /**
- * Visits every changed byte run of every chunk, in file order: `[start, end)` in chunk `c`.
- * Appended chunks (no original) are one run, zeros included, so the file gets no holes.
+ * Unchanged bytes between two changed runs that one write may span (the core has them: their
+ * working copy equals the file). Each write costs the host a system call and the file system an
+ * update of the inode: a few larger writes are cheaper than many small ones, and a page is
+ * written once. The host journals only the bytes that really change (it compares each write with
+ * its original bytes).
  */
-function forEachRun(chunks: Chunk[], fn: (c: Chunk, start: usize, end: usize, out: Out | null) => void, out: Out | null): void {
+const WRITE_GAP: usize = 4096;
+
+/** A piece of a write: bytes `[start, end)` of chunk `c`. */
+class Piece {
+  constructor(public c: Chunk, public start: usize, public end: usize) {}
+}
+
+/**
+ * The changed byte runs of every chunk, in file order, as writes: runs of one chunk, or of
+ * chunks that follow each other in the file with no byte missing between them, are one write when
+ * less than WRITE_GAP unchanged bytes separate them. Appended chunks (no original) are one write
+ * each, zeros included, so the file gets no holes; they never join a write of original bytes.
+ * Each write is a list of pieces (most have one).
+ */
+function collectWrites(chunks: Chunk[]): Array<Array<Piece>> {
   const sorted = chunks.slice(0);
   sorted.sort(byOffset);
+  const writes = new Array<Array<Piece>>();
+  let cur: Array<Piece> | null = null;
   for (let k = 0, m = sorted.length; k < m; k++) {
     const c = unchecked(sorted[k]);
-    if (c.work == c.orig) continue;
-    const n = <usize>c.len;
     if (c.orig == 0) {
-      fn(c, 0, n, out);
+      const one = new Array<Piece>();
+      one.push(new Piece(c, 0, <usize>c.len));
+      writes.push(one);
+      cur = null;
       continue;
     }
-    let i: usize = 0;
+    if (c.work == c.orig || c.lo >= c.hi) {
+      // Unchanged: a write may still span it, if it is short enough to be a gap.
+      continue;
+    }
+    const n = c.hi < <usize>c.len ? c.hi : <usize>c.len;
+    let i: usize = c.lo;
     while (i < n) {
       // Equal bytes are skipped a word at a time: most of a copied chunk is unchanged.
       while (i + 8 <= n && load<u64>(c.work + i) == load<u64>(c.orig + i)) i += 8;
@@ -128,38 +150,88 @@ function forEachRun(chunks: Chunk[], fn: (c: Chunk, start: usize, end: usize, ou
       }
       const start = i;
       let end = i + 1;
+      // The run goes on while changed bytes follow within WRITE_GAP.
       let j = end;
-      while (j < n && j - end < MERGE_GAP) {
+      while (j < n && j - end < WRITE_GAP) {
+        if (j + 8 <= n && j + 8 - end <= WRITE_GAP && load<u64>(c.work + j) == load<u64>(c.orig + j)) {
+          j += 8;
+          continue;
+        }
         if (load<u8>(c.work + j) != load<u8>(c.orig + j)) end = j + 1;
         j++;
       }
-      fn(c, start, end, out);
+      if (cur !== null && joins(unchecked(cur[cur.length - 1]), c, start)) {
+        const last = unchecked(cur[cur.length - 1]);
+        if (last.c === c) last.end = end;
+        else cur.push(new Piece(c, start, end));
+      } else {
+        cur = new Array<Piece>();
+        cur.push(new Piece(c, start, end));
+        writes.push(cur);
+      }
       i = end;
     }
   }
+  return writes;
 }
 
-let emitCount: usize = 0;
+/**
+ * Whether a run starting at `start` of chunk `c` joins the write whose last piece is `last`: the
+ * same chunk, or the next one in the file with nothing missing between, and few unchanged bytes.
+ */
+function joins(last: Piece, c: Chunk, start: usize): bool {
+  if (last.c === c) return start - last.end <= WRITE_GAP;
+  const a = last.c;
+  if (a.orig == 0 || a.off + a.len != c.off) return false;
+  return (<usize>a.len - last.end) + start <= WRITE_GAP;
+}
 
 /**
- * The edit list: `[f64 off][u32 len][u32 ptr][u32 orig][u32 0]` per run, in file order. `ptr`
- * points at the new bytes in the working copies, `orig` at the file's original bytes of the same
- * range as read (0 for bytes past the original end): the host journals them for `--in-place`
- * without reading the file again. Both are valid until the next job.
+ * The edit list: `[f64 off][u32 len][u32 ptr][u32 orig][u32 0]` per write, in file order. `ptr`
+ * points at the new bytes, `orig` at the file's original bytes of the same range as read (0 for
+ * bytes past the original end): the host journals them for `--in-place` without reading the file
+ * again. Both are valid until the next job.
  */
 export function emitEdits(chunks: Chunk[]): Out {
-  emitCount = 0;
-  forEachRun(chunks, (c: Chunk, start: usize, end: usize, out: Out | null): void => {
-    emitCount++;
-  }, null);
-  const out = new Out(emitCount > 0 ? emitCount * 24 : 1);
-  forEachRun(chunks, (c: Chunk, start: usize, end: usize, out: Out | null): void => {
-    const o = out!;
-    o.f64(<f64>(c.off + <u64>start));
-    o.u32(<u32>(end - start));
-    o.u32(<u32>(c.work + start));
-    o.u32(c.orig == 0 ? 0 : <u32>(c.orig + start));
-    o.u32(0);
-  }, out);
+  const writes = collectWrites(chunks);
+  const out = new Out(writes.length > 0 ? <usize>writes.length * 24 : 1);
+  for (let w = 0, nw = writes.length; w < nw; w++) {
+    const pieces = unchecked(writes[w]);
+    const first = unchecked(pieces[0]);
+    const off = first.c.off + <u64>first.start;
+    if (pieces.length == 1) {
+      const c = first.c;
+      out.f64(<f64>off);
+      out.u32(<u32>(first.end - first.start));
+      out.u32(<u32>(c.work + first.start));
+      out.u32(c.orig == 0 ? 0 : <u32>(c.orig + first.start));
+      out.u32(0);
+      continue;
+    }
+    // Pieces of consecutive chunks: whole chunks between the first and the last piece.
+    let total: usize = 0;
+    for (let k = 0, np = pieces.length; k < np; k++) {
+      const p = unchecked(pieces[k]);
+      const from = k == 0 ? p.start : 0;
+      const to = k == np - 1 ? p.end : <usize>p.c.len;
+      total += to - from;
+    }
+    const work = heap.alloc(total);
+    const orig = heap.alloc(total);
+    let at: usize = 0;
+    for (let k = 0, np = pieces.length; k < np; k++) {
+      const p = unchecked(pieces[k]);
+      const from = k == 0 ? p.start : 0;
+      const to = k == np - 1 ? p.end : <usize>p.c.len;
+      memory.copy(work + at, p.c.work + from, to - from);
+      memory.copy(orig + at, p.c.orig + from, to - from);
+      at += to - from;
+    }
+    out.f64(<f64>off);
+    out.u32(<u32>total);
+    out.u32(<u32>work);
+    out.u32(<u32>orig);
+    out.u32(0);
+  }
   return out;
 }

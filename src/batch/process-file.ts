@@ -163,9 +163,9 @@ export function planOne(
   }
 }
 
-function verifier(engine: CoreEngine, p: PlannedFile, keepInfo: boolean): (fd: number) => void {
-  return (fd) => {
-    const after = engine.inspect(fdSource(fd), p.rec.path);
+function verifier(engine: CoreEngine, p: PlannedFile, keepInfo: boolean): (fd: number, size?: number) => void {
+  return (fd, size) => {
+    const after = engine.inspect(fdSource(fd, size), p.rec.path);
     p.rec.after = summarize(after);
     if (keepInfo) p.rec.afterInfo = after;
   };

@@ -24,6 +24,8 @@ const POOL_AFTER_MS = 60;
  * sooner alone.
  */
 const POOL_WORTH_MS = 500;
+/** From this many files to open on, workers start before the main thread's first shard. */
+const EAGER_FILES = 256;
 
 /** Most bytes of files in one shard written as renamed copies (a larger file makes its own shard). */
 const SHARD_COPY_BYTES = 256 * 1024 * 1024;
@@ -171,10 +173,13 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
 
 /**
  * Works through the shards: the main thread is one of the `jobs` threads, alongside jobs - 1
- * workers (one thread fewer to start, and one Wasm memory fewer: flatter peak RSS). The workers
- * start only once the main thread has been busy for POOL_AFTER_MS and the work left is worth
- * POOL_WORTH_MS more at its pace: starting
- * threads costs more than a whole re-run of a patched tree takes.
+ * workers (one thread fewer to start, and one Wasm memory fewer: flatter peak RSS). Every thread
+ * takes its next shard from one shared queue itself (see ShardQueue): the main thread from the
+ * front (largest files), the workers from the back, so no thread waits for another to hand it
+ * work. Workers start at once for a batch of EAGER_FILES files or more (their start-up then
+ * overlaps the main thread's first shards); for a smaller one only once the main thread has been
+ * busy for POOL_AFTER_MS and the work left is worth POOL_WORTH_MS more at its pace: starting
+ * threads costs more than a small re-run takes.
  */
 async function workShards(
   shards: ScannedFile[][],
@@ -184,10 +189,10 @@ async function workShards(
   consulted: ConsultedSet,
   track: boolean,
 ): Promise<FileRecord[]> {
-  const [{ CoreEngine }, { batchView, LibraryProbe }, { processShard }, { Pool }] = await Promise.all([
+  const [{ CoreEngine }, { batchView, LibraryProbe }, { processShard }, { Pool }, { ShardQueue }] = await Promise.all([
     import("../core/engine.js"), import("../policy/rpath.js"), import("./process-file.js"), import("../pool/pool.js"),
+    import("../pool/queue.js"),
   ]);
-  const records: FileRecord[] = [];
   const engine = CoreEngine.create();
   // The files this run opens, by the `dev:ino` the scan saw: a decision that looks at one of them
   // sees it as the batch leaves it (files answered from the cache are left as they are).
@@ -195,41 +200,57 @@ async function workShards(
   for (const s of shards) for (const f of s) keys.push(`${f.dev}:${f.ino}`);
   const probe = new LibraryProbe(batchView(keys, spec));
   const workers = Math.min(jobs, shards.length) - 1;
+  const queue = new ShardQueue(shards.length);
+  const results: FileRecord[][] = new Array<FileRecord[]>(shards.length);
+  // Progress: each file once, by its index in the batch (shards in order).
+  const sizes: number[] = [];
+  for (const s of shards) for (const f of s) sizes.push(f.size);
+  const counted = new Uint8Array(sizes.length);
+  const fileDone = (i: number): void => {
+    if (counted[i]) return;
+    counted[i] = 1;
+    onFile(sizes[i]!);
+  };
+  const first: number[] = [];
+  for (let i = 0, n = 0; i < shards.length; n += shards[i]!.length, i++) first.push(n);
+  const sink = (i: number, recs: FileRecord[], c: import("../shared/consulted.js").Consulted | null): void => {
+    results[i] = recs;
+    if (c) consulted.add(c);
+  };
   let pool: Pool | null = null;
   const running: Promise<void>[] = [];
-  // Shards come largest first: the main thread takes them from the front, the workers from the
-  // back, so the largest files (and the Wasm memory and copies their tables need) stay in one
-  // thread, which keeps the batch's peak RSS down; the two ends meet in the middle.
-  const feed = async (p: Pool): Promise<void> => {
-    for (let s = shards.pop(); s !== undefined; s = shards.pop()) {
-      const r = await p.run(s, spec, onFile, track);
-      records.push(...r.records);
-      for (const c of r.consulted) consulted.add(c);
-    }
+  const startPool = async (): Promise<void> => {
+    const p = await Pool.create(workers, { keys, spec });
+    pool = p;
+    for (let i = 0; i < workers; i++) running.push(p.drain(shards, queue, spec, fileDone, sink, track));
   };
-  // Two feeds per worker keep a second shard queued in it (the pool's concurrentTasksPerWorker):
-  // the main thread, itself working a shard, hears of a finished one only between its shards.
-  const worker = (p: Pool): Promise<void> => Promise.all([feed(p), feed(p)]).then(() => undefined);
+  const total = sizes.length;
+  if (workers > 0 && total >= EAGER_FILES) await startPool();
   const t1 = performance.now();
-  let left = shards.reduce((n, s) => n + s.length, 0);
   let done = 0;
   try {
-    for (let s = shards.shift(); s !== undefined; s = shards.shift()) {
-      const files = s;
-      records.push(...processShard(engine, files, spec, probe, (i) => onFile(files[i]!.size)));
-      done += files.length;
-      left -= files.length;
-      const elapsed = performance.now() - t1;
-      if (pool === null && workers > 0 && shards.length > 0 && elapsed > POOL_AFTER_MS && (elapsed / done) * left > POOL_WORTH_MS) {
-        pool = await Pool.create(workers, { keys, spec });
-        for (let i = 0; i < workers; i++) running.push(worker(pool));
+    for (;;) {
+      for (let i = queue.takeFront(); i >= 0; i = queue.takeFront()) {
+        const files = shards[i]!;
+        const base = first[i]!;
+        results[i] = processShard(engine, files, spec, probe, (k) => fileDone(base + k));
+        done += files.length;
+        (pool as Pool | null)?.pump();
+        const elapsed = performance.now() - t1;
+        if (pool === null && workers > 0 && queue.left > 0 && elapsed > POOL_AFTER_MS && (elapsed / done) * (total - done) > POOL_WORTH_MS) {
+          await startPool();
+        }
       }
-      if (pool !== null) await new Promise<void>((r) => setImmediate(r)); // let worker results through
+      await Promise.all(running);
+      // Workers that kept dying before taking a shard leave the rest to this thread.
+      if (queue.left === 0) break;
+      running.length = 0;
     }
-    await Promise.all(running);
   } finally {
-    if (pool !== null) await pool.close();
+    if (pool !== null) await (pool as Pool).close();
   }
+  const records: FileRecord[] = [];
+  for (const r of results) if (r) for (const x of r) records.push(x);
   return records;
 }
 

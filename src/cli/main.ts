@@ -11,13 +11,30 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
+// Standard output is written in blocks (a patch of a big tree prints thousands of lines: one
+// write each would cost a system call per line); standard error line by line, after what
+// standard output holds so far (both may be one terminal: the lines keep their order).
+let pending = "";
+const flush = (): void => {
+  if (pending.length === 0) return;
+  const text = pending;
+  pending = "";
+  process.stdout.write(text);
+};
 const io: CliIo = {
-  out: (line) => process.stdout.write(line + "\n"),
-  err: (line) => process.stderr.write(line + "\n"),
+  out: (line) => {
+    pending += line + "\n";
+    if (pending.length >= 1 << 16) flush();
+  },
+  err: (line) => {
+    flush();
+    process.stderr.write(line + "\n");
+  },
   setExitCode: (code) => {
     process.exitCode = code;
   },
   usage: (message) => {
+    flush();
     process.stderr.write(`elfpatch: ${message}\n`);
     process.exitCode = 2;
   },
@@ -25,7 +42,9 @@ const io: CliIo = {
 
 try {
   await createProgram(io).parseAsync(process.argv);
+  flush();
 } catch (err) {
+  flush();
   if (err instanceof CommanderError) {
     // --help and --version exit 0; every other commander error is a usage error.
     process.exitCode = err.exitCode === 0 ? 0 : 2;

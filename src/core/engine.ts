@@ -266,16 +266,28 @@ export function symtabEdits(
   return out;
 }
 
-/** The core's edits and the host's, in file order; they never overlap (the core leaves `.symtab` alone). */
+/**
+ * The core's edits and the host's, in file order. The core leaves `.symtab` alone, but one of its
+ * writes may span unchanged bytes that hold `.symtab` entries (it joins nearby changes into one
+ * write): a host edit inside such a write is applied to that write's bytes instead.
+ */
 function withEdits(core: Edit[], host: Edit[]): Edit[] {
   if (host.length === 0) return core;
-  const all = [...core, ...host].sort((a, b) => a.offset - b.offset);
-  for (let i = 1; i < all.length; i++) {
-    if (all[i - 1]!.offset + all[i - 1]!.bytes.length > all[i]!.offset) {
-      throw new ElfPatchError(ErrorCode.INTERNAL, "Planned edits overlap the symbol table's");
+  const out: Edit[] = [];
+  let k = 0;
+  for (const h of host) {
+    while (k < core.length && core[k]!.offset + core[k]!.bytes.length <= h.offset) out.push(core[k++]!);
+    const c = core[k];
+    const end = h.offset + h.bytes.length;
+    if (c !== undefined && c.offset <= h.offset && end <= c.offset + c.bytes.length) {
+      c.bytes.set(h.bytes, h.offset - c.offset);
+      continue;
     }
+    if (c !== undefined && c.offset < end) throw new ElfPatchError(ErrorCode.INTERNAL, "Planned edits overlap the symbol table's");
+    out.push(h);
   }
-  return all;
+  while (k < core.length) out.push(core[k++]!);
+  return out;
 }
 
 function statusError(status: Status): ElfPatchError {

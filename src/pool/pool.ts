@@ -6,7 +6,7 @@ import { existsSync, readdirSync, unlinkSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { MessageChannel, receiveMessageOnPort } from "node:worker_threads";
+import { MessageChannel, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
 import type { Piscina } from "piscina";
 import { coreModule } from "../core/module.js";
 import { ElfPatchError, ErrorCode } from "../errors.js";
@@ -15,7 +15,13 @@ import type { ScannedFile } from "../scan/walk.js";
 import type { Consulted } from "../shared/consulted.js";
 import { recoverJournal } from "../batch/journal.js";
 import { STALE_TEMP, tempOwner } from "../batch/temp-names.js";
-import type { ShardMessage, ShardResult, ShardTask } from "./worker.js";
+import type { QueueMessage, QueueTask, ShardMessage, ShardResult, ShardTask } from "./worker.js";
+import type { ShardQueue } from "./queue.js";
+
+/** One Consulted of several (a shard whose files ran one per task). */
+function mergeConsulted(all: Consulted[]): Consulted {
+  return { files: all.flatMap((c) => c.files), names: all.flatMap((c) => c.names), reals: all.flatMap((c) => c.reals) };
+}
 
 /** What a shard gives back through the pool: records, and what decisions consulted (per task run). */
 export interface PoolResult {
@@ -66,6 +72,57 @@ export function workerPath(): string {
   throw new ElfPatchError(ErrorCode.INTERNAL, "Missing build/js/pool/worker.js; run npm run build");
 }
 
+/** Where a batch's shards go once done: their records (in the shard's file order) and what they consulted. */
+export type ShardSink = (shard: number, records: FileRecord[], consulted: Consulted | null) => void;
+
+/**
+ * One worker's share of a batch (see `Pool.drain`): messages of its task are handled here, by the
+ * port's listener when the main thread waits, or by `pump()` between the main thread's own shards.
+ */
+class Drain {
+  readonly port: MessagePort;
+  /** The other end, for the worker's task. */
+  readonly remote: MessagePort;
+  thread: number | null = null;
+  /** Shards taken and not yet done, with the journals announced for each. */
+  readonly open = new Map<number, string[]>();
+  private current = -1;
+  claimed = 0;
+
+  constructor(
+    private readonly fileAt: (global: number) => void,
+    private readonly sink: ShardSink,
+  ) {
+    const { port1, port2 } = new MessageChannel();
+    this.port = port1;
+    this.remote = port2;
+    port1.on("message", (m: QueueMessage) => this.hear(m));
+  }
+
+  hear(m: QueueMessage): void {
+    if (typeof m === "number") this.fileAt(m);
+    else if ("claim" in m) {
+      this.open.set(m.claim, []);
+      this.current = m.claim;
+      this.claimed++;
+    } else if ("journal" in m) this.open.get(this.current)?.push(m.journal);
+    else if ("done" in m) {
+      this.open.delete(m.done);
+      this.sink(m.done, m.records, m.consulted);
+    } else this.thread = m.thread;
+  }
+
+  /** Handles every message queued so far (synchronously). */
+  pump(): void {
+    for (let m = receiveMessageOnPort(this.port); m !== undefined; m = receiveMessageOnPort(this.port)) this.hear(m.message as QueueMessage);
+  }
+
+  close(): void {
+    this.pump();
+    this.port.close();
+  }
+}
+
 export function defaultJobs(): number {
   return availableParallelism();
 }
@@ -85,7 +142,7 @@ export class Pool {
       idleTimeout: 1000,
       // Two shards per worker: the next one waits in the worker, which starts it the moment the
       // current one is done, without the main thread (busy with shards of its own) dispatching it.
-      concurrentTasksPerWorker: 2,
+      concurrentTasksPerWorker: 1,
       // Workers keep little JS state (records of one shard): small heaps keep the batch's RSS flat.
       resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 96 },
     }));
@@ -151,12 +208,85 @@ export class Pool {
       for (const x of items) await this.attempt([x], spec, done, track, false, 0, out);
       return;
     }
+    this.crashed(items, failure, done, out);
+  }
+
+  /** Failed records for files whose worker died (left as they were). */
+  private crashed(items: { f: ScannedFile; i: number }[], failure: Error, done: (i: number) => void, out: PoolResult): void {
     for (const x of items) {
       out.records.push({
         type: "file", path: x.f.path, status: "failed", changed: false, strategy: null, bytesAdded: 0, edits: 0,
         error: { code: ErrorCode.POOL_WORKER_CRASHED, message: `Worker crashed: ${failure.message}` },
       });
       done(x.i);
+    }
+  }
+
+  private readonly drains = new Set<Drain>();
+
+  /** Handles the messages the workers have queued so far (progress, finished shards). */
+  pump(): void {
+    for (const d of this.drains) d.pump();
+  }
+
+  /**
+   * One worker takes shards from the back of `queue` until it is empty (the main thread takes from
+   * the front); each finished shard goes to `sink`, each finished file to `fileDone` (its index in
+   * the batch: the files of all shards numbered in shard order). Never rejects. When the worker
+   * dies, what it left of the shard it held is undone and that shard's files are run again one per
+   * task, as in `run`; then another worker carries on with the queue. If workers die before taking
+   * anything, twice, the rest of the queue is left to the caller.
+   */
+  async drain(
+    shards: ScannedFile[][],
+    queue: ShardQueue,
+    spec: BatchSpec,
+    fileDone: (global: number) => void,
+    sink: ShardSink,
+    track = false,
+  ): Promise<void> {
+    const first: number[] = [];
+    let n = 0;
+    for (const s of shards) {
+      first.push(n);
+      n += s.length;
+    }
+    const payload = shards.map((s) => ({ paths: s.map((f) => f.path), links: s.map((f) => f.links) }));
+    // Each file once, however often it ran (a dead worker's shard runs again).
+    const counted = new Uint8Array(n);
+    const once = (g: number): void => {
+      if (counted[g]) return;
+      counted[g] = 1;
+      fileDone(g);
+    };
+    for (let idle = 0; queue.left > 0 && idle < 2; ) {
+      const d = new Drain(once, sink);
+      this.drains.add(d);
+      const task: QueueTask = { shards: payload, queue: queue.buffer, spec, port: d.remote, track };
+      let failure: Error | null = null;
+      try {
+        await this.piscina.run(task, { name: "drainQueue", transferList: [d.remote] });
+      } catch (err) {
+        failure = err as Error;
+      } finally {
+        d.close();
+        this.drains.delete(d);
+      }
+      if (failure === null) return;
+      idle = d.claimed === 0 ? idle + 1 : 0;
+      for (const [i, journals] of d.open) {
+        const files = shards[i]!;
+        const undone = d.thread === null || undoDeadShard(d.thread, journals, files.map((f) => f.path));
+        const out: PoolResult = { records: [], consulted: [] };
+        const done = (k: number): void => once(first[i]! + k);
+        const items = files.map((f, k) => ({ f, i: k }));
+        if (undone) for (const x of items) await this.attempt([x], spec, done, track, false, 0, out);
+        else this.crashed(items, failure, done, out);
+        // Records in the shard's file order, as a shard that went well gives them.
+        const byPath = new Map(out.records.map((r) => [r.path, r]));
+        const consulted = out.consulted.length ? mergeConsulted(out.consulted) : null;
+        sink(i, files.map((f) => byPath.get(f.path)!), consulted);
+      }
     }
   }
 

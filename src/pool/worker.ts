@@ -1,7 +1,9 @@
 /**
  * A pool worker: instantiates the core once from the compiled module the main thread shares
- * (`workerData.module`), then patches whole shards. Files are read and written here; only small
- * plain records go back to the main thread.
+ * (`workerData.module`), then patches shards: `drainQueue` (the default task of a batch) takes
+ * shards from the back of the batch's shared queue until none is left; `runShard` patches one
+ * given shard (files run again after a worker died, and the tests). Files are read and written
+ * here; only small plain records go back to the main thread.
  */
 import { basename } from "node:path";
 import { threadId, workerData, type MessagePort } from "node:worker_threads";
@@ -9,6 +11,7 @@ import { CoreEngine } from "../core/engine.js";
 import { processShard, type BatchSpec, type FileRecord } from "../batch/process-file.js";
 import { batchView, LibraryProbe } from "../policy/rpath.js";
 import { takeConsulted, trackConsulted, type Consulted } from "../shared/consulted.js";
+import { ShardQueue } from "./queue.js";
 
 export interface ShardTask {
   paths: string[];
@@ -27,6 +30,27 @@ export interface ShardTask {
 
 /** A message of a shard's progress port. */
 export type ShardMessage = number | { thread: number } | { journal: string };
+
+/** The whole batch's shards, and the queue every thread takes them from. */
+export interface QueueTask {
+  shards: { paths: string[]; links: (string[] | undefined)[] }[];
+  queue: SharedArrayBuffer;
+  spec: BatchSpec;
+  /**
+   * Hears, in this order: `{ thread }`, then per shard taken `{ claim }`, `{ journal }` before an
+   * undo journal is written, the batch-wide index of each finished file (for progress: the files
+   * of all shards numbered in shard order), and `{ done, records, consulted }`.
+   */
+  port: MessagePort;
+  track?: boolean;
+}
+
+export type QueueMessage =
+  | number
+  | { thread: number }
+  | { claim: number }
+  | { journal: string }
+  | { done: number; records: FileRecord[]; consulted: Consulted | null };
 
 const data = workerData as { module: WebAssembly.Module; batch: { keys: string[]; spec: BatchSpec } | null };
 const engine = new CoreEngine(data.module);
@@ -53,4 +77,31 @@ export default function runShard(task: ShardTask): ShardResult {
   const records = processShard(engine, files, task.spec, probe, (i) => say(i), (journal) => say({ journal }));
   if (dieAfterWriting !== null && task.paths.some((p) => basename(p) === dieAfterWriting)) process.exit(70);
   return { records, consulted: task.track ? takeConsulted() : null };
+}
+
+/** Patches shards from the back of the batch's queue until it is empty; returns how many. */
+export function drainQueue(task: QueueTask): number {
+  const port = task.port;
+  const say = (m: QueueMessage): void => port.postMessage(m);
+  say({ thread: threadId });
+  const queue = new ShardQueue(task.queue);
+  const first: number[] = [];
+  let n = 0;
+  for (const s of task.shards) {
+    first.push(n);
+    n += s.paths.length;
+  }
+  let taken = 0;
+  for (let i = queue.takeBack(); i >= 0; i = queue.takeBack()) {
+    say({ claim: i });
+    const shard = task.shards[i]!;
+    const files = shard.paths.map((path, k) => ({ path, links: shard.links[k] }));
+    const base = first[i]!;
+    trackConsulted(task.track === true);
+    const records = processShard(engine, files, task.spec, probe, (k) => say(base + k), (journal) => say({ journal }));
+    if (dieAfterWriting !== null && shard.paths.some((p) => basename(p) === dieAfterWriting)) process.exit(70);
+    say({ done: i, records, consulted: task.track ? takeConsulted() : null });
+    taken++;
+  }
+  return taken;
 }

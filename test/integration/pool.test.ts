@@ -9,6 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Pool } from "../../src/pool/pool.js";
+import { ShardQueue } from "../../src/pool/queue.js";
+import type { FileRecord } from "../../src/batch/process-file.js";
 import { commitJournals } from "../../src/batch/journal.js";
 import { readelfInfo } from "../support/readelf.js";
 import type { BatchSpec } from "../../src/batch/process-file.js";
@@ -96,6 +98,75 @@ describe("worker pool", () => {
       commitJournals([...new Set(others.map((r) => r.journal!))], others.map((r) => r.path));
       // Nothing of ours is left next to the files: the dead shards' journals were rolled back and
       // removed, the committed ones removed.
+      expect(readdirSync(work).filter((n) => n.includes(".elfpatch-"))).toEqual([]);
+    } finally {
+      await pool.close();
+      delete process.env.ELFPATCH_TEST_WORKER_DIES_AFTER;
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+
+  it("drains a shared queue from the back while another thread takes from the front; each shard is taken once", async () => {
+    const pool = await Pool.create(1);
+    try {
+      // One file per shard: eight shards of the four libraries, twice.
+      const shards = [...files, ...files].map((f) => [f]);
+      const queue = new ShardQueue(shards.length);
+      const got = new Map<number, FileRecord[]>();
+      const progress: number[] = [];
+      const draining = pool.drain(shards, queue, spec, (i) => progress.push(i), (i, recs) => {
+        expect(got.has(i)).toBe(false);
+        got.set(i, recs);
+      });
+      // This thread takes from the front meanwhile, as the batch's main thread does.
+      const mine: number[] = [];
+      for (let i = queue.takeFront(); i >= 0; i = queue.takeFront()) mine.push(i);
+      await draining;
+      expect(queue.left).toBe(0);
+      const theirs = [...got.keys()];
+      expect([...mine, ...theirs].sort((a, b) => a - b)).toEqual(shards.map((_, i) => i));
+      for (const [i, recs] of got) expect(recs.map((r) => [r.path, r.status])).toEqual([[shards[i]![0]!.path, "would-patch"]]);
+      expect(progress.sort((a, b) => a - b)).toEqual(theirs.sort((a, b) => a - b)); // file i of the batch = shard i here
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("a worker that dies while draining the queue costs only its file; another worker takes the rest", async () => {
+    const work = mkdtempSync(join(tmpdir(), "elfpatch-pool-drain-"));
+    const victim = "libdl.so.2";
+    process.env.ELFPATCH_TEST_WORKER_DIES_AFTER = victim;
+    const pool = await Pool.create(1);
+    try {
+      for (const l of LIBS) copyFileSync(join(HOST, l), join(work, l));
+      const all: ScannedFile[] = readdirSync(work).sort().map((n) => {
+        const st = statSync(join(work, n));
+        return { path: join(work, n), size: st.size, dev: st.dev, ino: st.ino, nlink: st.nlink, sig: "", ctimeMs: st.ctimeMs };
+      });
+      // Two shards of two files: the victim's shard dies after its in-place write.
+      const shards = [all.slice(0, 2), all.slice(2)];
+      const queue = new ShardQueue(shards.length);
+      const inPlace: BatchSpec = { req: {}, rpath: { set: "/opt/elfpatch-drain-test/lib", force: true }, write: "in-place" };
+      const got = new Map<number, FileRecord[]>();
+      const progress: number[] = [];
+      await pool.drain(shards, queue, inPlace, (i) => progress.push(i), (i, recs) => got.set(i, recs));
+      expect(queue.left).toBe(0);
+      expect([...got.keys()].sort()).toEqual([0, 1]);
+      expect(progress.sort()).toEqual([0, 1, 2, 3]); // every file counted once
+      const records = [...got.values()].flat();
+      // Each shard's records come in its files' order.
+      for (const [i, recs] of got) expect(recs.map((r) => r.path)).toEqual(shards[i]!.map((f) => f.path));
+      const byName = new Map(records.map((r) => [r.path.slice(work.length + 1), r]));
+      expect(byName.get(victim)!.status).toBe("failed");
+      expect(byName.get(victim)!.error?.code).toBe("POOL_WORKER_CRASHED");
+      expect(readFileSync(join(work, victim)).equals(readFileSync(join(HOST, victim)))).toBe(true);
+      const others = records.filter((r) => r.status !== "failed");
+      expect(others).toHaveLength(LIBS.length - 1);
+      for (const r of others) {
+        expect(r.status).toBe("patched");
+        expect((await readelfInfo(r.path)).rpath).toBe("/opt/elfpatch-drain-test/lib");
+      }
+      commitJournals([...new Set(others.map((r) => r.journal!))], others.map((r) => r.path));
       expect(readdirSync(work).filter((n) => n.includes(".elfpatch-"))).toEqual([]);
     } finally {
       await pool.close();
