@@ -19,7 +19,7 @@ import { planEdits } from "./plan/plan";
 import { decodeRequest } from "./plan/request";
 import { Plan } from "./plan/state";
 import { beginStrings } from "./plan/strtab";
-import { emitEdits, writePlan } from "./write/emit";
+import { emitEdits, emitUndo, writePlan } from "./write/emit";
 import { applyLayout, writeLayout } from "./write/relocate";
 
 let img: Image | null = null;
@@ -30,6 +30,7 @@ let edits: Out | null = null;
 let reqPtr: usize = 0;
 let planned: Layout | null = null;
 let fixups: Out | null = null;
+let undo: Out | null = null;
 
 /** Resets the per-file heap and starts a job for a file of `size` bytes. */
 export function beginJob(size: f64): void {
@@ -39,6 +40,7 @@ export function beginJob(size: f64): void {
   info = null;
   edits = null;
   fixups = null;
+  undo = null;
   reqPtr = 0;
   planned = null;
 }
@@ -113,9 +115,40 @@ export function plan(reqLen: u32, allowGrowth: u32): Status {
   if (s == Status.Ok && !e.img.ok) s = e.img.status;
   if (s != Status.Ok) return s;
   edits = emitEdits(e.img.chunks);
+  undo = emitUndo(e.img.chunks);
   fixups = emitFixups(e, p);
   planned = l;
   return Status.Ok;
+}
+
+/**
+ * Parses the planned file (the bytes as the edits will leave them: what the plan wrote, and the
+ * file's own bytes elsewhere) as `parse(0)` parses a file, and describes it (`info*`): a plan whose
+ * result does not parse is never written, and the host learns what the file will say. Returns
+ * `NeedRange` when that needs bytes the plan did not load (the host then checks the written file
+ * instead); never loads anything itself.
+ */
+export function verifyPlan(): Status {
+  const e = elf;
+  if (e === null || planned === null) return Status.BadRequest;
+  const im = e.img;
+  const before = im.status;
+  im.status = Status.Ok;
+  const after = new Elf(im);
+  parseAll(after, 0);
+  const s = im.status;
+  im.status = before;
+  if (s != Status.Ok) return s;
+  info = describe(after);
+  return Status.Ok;
+}
+
+export function undoPtr(): usize {
+  return undo !== null ? undo!.ptr : 0;
+}
+
+export function undoLen(): u32 {
+  return undo !== null ? <u32>undo!.len : 0;
 }
 
 /**

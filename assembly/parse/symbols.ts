@@ -83,26 +83,49 @@ function parseVersym(elf: Elf, count: u64): void {
   elf.versymCount = count;
 }
 
+/** A u32 field at `p` (file byte order). */
+// @ts-ignore: decorator
+@inline function ld32(p: usize, big: bool): u32 {
+  const v = load<u32>(p);
+  return big ? bswap<u32>(v) : v;
+}
+
+/** A class-sized field at `p` (file byte order). */
+// @ts-ignore: decorator
+@inline function ldw(p: usize, big: bool, is64: bool): u64 {
+  if (is64) {
+    const v = load<u64>(p);
+    return big ? bswap<u64>(v) : v;
+  }
+  return <u64>ld32(p, big);
+}
+
 /** Finds `.dynsym` in the section headers; also marks free space untrusted if needed. */
 function countFromSections(elf: Elf, symAddr: u64): u64 {
   const img = elf.img;
-  const size: u64 = img.is64 ? 64 : 40;
-  if (!img.at(elf.shoff, <u64>elf.shnum * size)) return u64.MAX_VALUE;
+  const is64 = img.is64;
+  const big = img.big;
+  const size: u64 = is64 ? 64 : 40;
+  // One bounds check for the whole table, then plain loads.
+  const base = img.at(elf.shoff, <u64>elf.shnum * size);
+  if (!base) return u64.MAX_VALUE;
   let count: u64 = u64.MAX_VALUE;
   let strIndex: i64 = -1;
   elf.shdrsLoaded = true;
   const interpOff = elf.interpIndex >= 0 ? unchecked(elf.segments[elf.interpIndex]).off : u64.MAX_VALUE;
   for (let i: u32 = 0; i < elf.shnum; i++) {
     const o = elf.shoff + <u64>i * size;
-    const type = img.u32(o + 4);
-    const off = img.word(o + (img.is64 ? 24 : 16));
-    const secSize = img.word(o + (img.is64 ? 32 : 20));
+    const h = base + <usize>(<u64>i * size);
+    const type = ld32(h + 4, big);
+    const off = ldw(h + (is64 ? 24 : 16), big, is64);
+    const secSize = ldw(h + (is64 ? 32 : 20), big, is64);
+    const addr = ldw(h + (is64 ? 16 : 12), big, is64);
     if (type != SHT_NOBITS && type != 0 && secSize > 0) {
       elf.secRanges.push(off);
       elf.secRanges.push(secSize);
     }
     elf.sections.push(new Section(
-      i, type, img.word(o + 8), img.word(o + (img.is64 ? 16 : 12)), off, secSize, img.word(o + (img.is64 ? 48 : 32)), o,
+      i, type, ldw(h + 8, big, is64), addr, off, secSize, ldw(h + (is64 ? 48 : 32), big, is64), o,
     ));
     if (type == SHT_STRTAB && off == elf.strOff && elf.hasStrtab) {
       strIndex = i;
@@ -118,27 +141,26 @@ function countFromSections(elf: Elf, symAddr: u64): u64 {
       elf.interpShIndex = i;
     }
     if (type == SHT_SYMTAB && elf.symtabOff == 0) {
-      const entsize = img.word(o + (img.is64 ? 56 : 36));
-      if (entsize == (img.is64 ? 24 : 16) && img.inFile(off, secSize)) {
+      const entsize = ldw(h + (is64 ? 56 : 36), big, is64);
+      if (entsize == (is64 ? 24 : 16) && img.inFile(off, secSize)) {
         // Where it is, for the host, which moves its symbols (the core never loads it).
         elf.symtabOff = off;
         elf.symtabCount = secSize / entsize;
       }
     }
     if (type == SHT_GNU_VERNEED && elf.verneeds.length > 0 && off == elf.verneedOff) {
-      elf.verneedShInfoOff = o + (img.is64 ? 44 : 28);
+      elf.verneedShInfoOff = o + (is64 ? 44 : 28);
     }
-    if (type == SHT_DYNSYM && img.word(o + (img.is64 ? 16 : 12)) == symAddr) {
-      const shsize = img.word(o + (img.is64 ? 32 : 20));
-      const entsize = img.word(o + (img.is64 ? 56 : 36));
-      if (entsize != 0) count = shsize / entsize;
+    if (type == SHT_DYNSYM && addr == symAddr) {
+      const entsize = ldw(h + (is64 ? 56 : 36), big, is64);
+      if (entsize != 0) count = secSize / entsize;
     }
   }
   if (strIndex >= 0) {
     for (let i: u32 = 0; i < elf.shnum; i++) {
-      const o = elf.shoff + <u64>i * size;
-      const type = img.u32(o + 4);
-      const link = img.u32(o + (img.is64 ? 40 : 24));
+      const h = base + <usize>(<u64>i * size);
+      const type = ld32(h + 4, big);
+      const link = ld32(h + (is64 ? 40 : 24), big);
       if (<i64>link != strIndex) continue;
       if (type != SHT_DYNSYM && type != SHT_DYNAMIC && type != SHT_GNU_VERDEF && type != SHT_GNU_VERNEED &&
         type != SHT_HASH && type != SHT_GNU_HASH && type != SHT_GNU_VERSYM) {

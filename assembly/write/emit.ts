@@ -187,10 +187,8 @@ function joins(last: Piece, c: Chunk, start: usize): bool {
 }
 
 /**
- * The edit list: `[f64 off][u32 len][u32 ptr][u32 orig][u32 0]` per write, in file order. `ptr`
- * points at the new bytes, `orig` at the file's original bytes of the same range as read (0 for
- * bytes past the original end): the host journals them for `--in-place` without reading the file
- * again. Both are valid until the next job.
+ * The edit list: `[f64 off][u32 len][u32 ptr][u32 0][u32 0]` per write, in file order; `ptr`
+ * points at the new bytes. Valid until the next job.
  */
 export function emitEdits(chunks: Chunk[]): Out {
   const writes = collectWrites(chunks);
@@ -200,11 +198,10 @@ export function emitEdits(chunks: Chunk[]): Out {
     const first = unchecked(pieces[0]);
     const off = first.c.off + <u64>first.start;
     if (pieces.length == 1) {
-      const c = first.c;
       out.f64(<f64>off);
       out.u32(<u32>(first.end - first.start));
-      out.u32(<u32>(c.work + first.start));
-      out.u32(c.orig == 0 ? 0 : <u32>(c.orig + first.start));
+      out.u32(<u32>(first.c.work + first.start));
+      out.u32(0);
       out.u32(0);
       continue;
     }
@@ -212,26 +209,61 @@ export function emitEdits(chunks: Chunk[]): Out {
     let total: usize = 0;
     for (let k = 0, np = pieces.length; k < np; k++) {
       const p = unchecked(pieces[k]);
-      const from = k == 0 ? p.start : 0;
-      const to = k == np - 1 ? p.end : <usize>p.c.len;
-      total += to - from;
+      total += (k == np - 1 ? p.end : <usize>p.c.len) - (k == 0 ? p.start : 0);
     }
     const work = heap.alloc(total);
-    const orig = heap.alloc(total);
     let at: usize = 0;
     for (let k = 0, np = pieces.length; k < np; k++) {
       const p = unchecked(pieces[k]);
       const from = k == 0 ? p.start : 0;
       const to = k == np - 1 ? p.end : <usize>p.c.len;
       memory.copy(work + at, p.c.work + from, to - from);
-      memory.copy(orig + at, p.c.orig + from, to - from);
       at += to - from;
     }
     out.f64(<f64>off);
     out.u32(<u32>total);
     out.u32(<u32>work);
-    out.u32(<u32>orig);
     out.u32(0);
+    out.u32(0);
+  }
+  return out;
+}
+
+/** Equal bytes shorter than this between two changed bytes do not split an undo run. */
+const UNDO_GAP: usize = 16;
+
+/**
+ * What undoes the edits: `[f64 off][u32 len][u32 orig]` per run of changed bytes of the original
+ * file (a write may span unchanged bytes; these runs hold only the changed ones), `orig` pointing
+ * at the file's original bytes as read. The host journals them for `--in-place` without reading
+ * the file again. Bytes past the original end need no undo (the original size is restored).
+ */
+export function emitUndo(chunks: Chunk[]): Out {
+  const out = new Out(256);
+  const sorted = chunks.slice(0);
+  sorted.sort(byOffset);
+  for (let k = 0, m = sorted.length; k < m; k++) {
+    const c = unchecked(sorted[k]);
+    if (c.orig == 0 || c.work == c.orig || c.lo >= c.hi) continue;
+    const n = c.hi < <usize>c.len ? c.hi : <usize>c.len;
+    let i: usize = c.lo;
+    while (i < n) {
+      while (i + 8 <= n && load<u64>(c.work + i) == load<u64>(c.orig + i)) i += 8;
+      if (i >= n) break;
+      if (load<u8>(c.work + i) == load<u8>(c.orig + i)) {
+        i++;
+        continue;
+      }
+      const start = i;
+      let end = i + 1;
+      for (let j = end; j < n && j - end < UNDO_GAP; j++) {
+        if (load<u8>(c.work + j) != load<u8>(c.orig + j)) end = j + 1;
+      }
+      out.f64(<f64>(c.off + <u64>start));
+      out.u32(<u32>(end - start));
+      out.u32(<u32>(c.orig + start));
+      i = end;
+    }
   }
   return out;
 }

@@ -207,14 +207,21 @@ function relocateSymbols(elf: Elf, p: Plan, index: u32, oldAddr: u64, newAddr: u
 }
 
 function relocateIn(elf: Elf, off: u64, count: u64, index: u32, delta: u64): void {
-  if (count == 0) return;
+  if (count == 0 || index > 0xffff) return; // (no st_shndx holds a larger index)
   const img = elf.img;
-  const ent: u64 = img.is64 ? 24 : 16;
-  if (!img.at(off, count * ent)) return;
+  const is64 = img.is64;
+  const ent: u64 = is64 ? 24 : 16;
+  const base = img.at(off, count * ent);
+  if (!base) return;
+  // The section indices are read straight from the table (one bounds check above); only the
+  // symbols of the moved section are loaded and stored through the image.
+  const big = img.big;
+  const shndxAt: usize = is64 ? 6 : 14;
+  const want = <u16>index;
+  const wanted = big ? bswap<u16>(want) : want;
   for (let i: u64 = 1; i < count; i++) {
-    const o = off + i * ent;
-    if (img.u16(o + (img.is64 ? 6 : 14)) != index) continue;
-    const valueOff = o + (img.is64 ? 8 : 4);
+    if (load<u16>(base + <usize>(i * ent) + shndxAt) != wanted) continue;
+    const valueOff = off + i * ent + (is64 ? 8 : 4);
     img.putWord(valueOff, img.word(valueOff) + delta);
   }
 }

@@ -20,7 +20,7 @@ import {
 import { dirname, join, relative } from "node:path";
 import { threadId } from "node:worker_threads";
 import { ElfPatchError, ErrorCode, toErrorRecord, type ErrorRecord } from "../errors.js";
-import type { Edit } from "../core/types.js";
+import type { Edit, UndoRun } from "../core/types.js";
 import { checkUnchanged, syncDir, syncFileSystems, writeFully } from "../io/safe-write.js";
 
 import { UNDO_SUFFIX } from "./temp-names.js";
@@ -29,10 +29,7 @@ export { UNDO_SUFFIX };
 
 const MAGIC = Buffer.from("ELFPATCH-UNDO-3\n", "latin1");
 
-interface UndoBlock {
-  offset: number;
-  data: Uint8Array;
-}
+type UndoBlock = UndoRun;
 
 interface JournalFile {
   /** The edited file, relative to the journal's directory. */
@@ -41,12 +38,17 @@ interface JournalFile {
   blocks: UndoBlock[];
 }
 
-/** One file to edit in place. `verify(fd, size)` checks the result and throws to reject it. */
+/**
+ * One file to edit in place. `verify(fd, size)`, when given, checks the written result and throws
+ * to reject it (the batch gives none when the core has already parsed the planned file).
+ */
 export interface InPlaceItem {
   path: string;
   edits: Edit[];
   newSize: number;
-  verify: (fd: number, size: number) => void;
+  verify?: (fd: number, size: number) => void;
+  /** The original bytes of the runs the edits change (from the core: no read needed). */
+  undo?: UndoRun[];
   /** The file's size when it was planned; with the edits' original bytes the journal needs no read. */
   size?: number;
   /** Its change time then: a file changed since is not edited (IO_CHANGED). */
@@ -75,7 +77,8 @@ function changedRuns(offset: number, bytes: Uint8Array, orig: Uint8Array, out: U
   }
 }
 
-function undoFor(path: string, dir: string, edits: Edit[], plannedSize?: number): JournalFile {
+function undoFor(path: string, dir: string, edits: Edit[], plannedSize?: number, undo?: UndoRun[]): JournalFile {
+  if (plannedSize !== undefined && undo !== undefined) return { file: relative(dir, path), size: plannedSize, blocks: undo };
   if (plannedSize !== undefined) {
     const inside = edits.filter((e) => e.offset < plannedSize);
     if (inside.every((e) => e.orig !== undefined && e.offset + e.orig.length <= plannedSize)) {
@@ -204,7 +207,7 @@ function decodeJournal(raw: Buffer): JournalFile[] | null {
  */
 function writeJournal(items: InPlaceItem[], announce?: (journal: string) => void): { path: string; files: JournalFile[] } {
   const dir = dirname(items[0]!.path);
-  const files = items.map((it) => undoFor(it.path, dir, it.edits, it.size));
+  const files = items.map((it) => undoFor(it.path, dir, it.edits, it.size, it.undo));
   const bytes = encodeJournal(files);
   let path: string;
   let fd: number;
@@ -270,7 +273,7 @@ export function writeEditsInPlace(
       touched = true;
       for (const e of it.edits) writeFully(fd, e.bytes, e.offset);
       if (fstatSync(fd).size !== it.newSize) throw new ElfPatchError(ErrorCode.INTERNAL, "Edited file has an unexpected size");
-      it.verify(fd, it.newSize);
+      it.verify?.(fd, it.newSize);
       if (!defer) fdatasyncSync(fd);
       return null;
     } catch (err) {

@@ -122,7 +122,10 @@ export function planOne(
       if (!st.isFile()) throw new ElfPatchError(ErrorCode.IO_NOT_FILE, "Not a regular file");
       rec.links = st.nlink;
       ctimeMs = st.ctimeMs;
-      plan = engine.plan(fdSource(fd, st.size), path, resolveRequest(spec, path, probe, `${st.dev}:${st.ino}`), spec.grow !== false);
+      // Version names only where something reads them: the full records, and --remove-needed
+      // (a library's Verneed entry goes with it).
+      const versions = keepInfo || (spec.req.removeNeeded?.length ?? 0) > 0;
+      plan = engine.plan(fdSource(fd, st.size), path, resolveRequest(spec, path, probe, `${st.dev}:${st.ino}`), spec.grow !== false, versions);
     } finally {
       closeSync(fd);
     }
@@ -137,6 +140,10 @@ export function planOne(
       return { rec, plan: null, links };
     }
     rec.changed = true;
+    if (plan.after) {
+      rec.after = summarize(plan.after);
+      if (keepInfo) rec.afterInfo = plan.after;
+    }
     rec.strategy = plan.strategy;
     rec.bytesAdded = plan.newSize - plan.before.size;
     if (plan.movedBytes) rec.movedBytes = plan.movedBytes;
@@ -163,13 +170,21 @@ export function planOne(
   }
 }
 
-function verifier(engine: CoreEngine, p: PlannedFile, keepInfo: boolean): (fd: number, size?: number) => void {
+/**
+ * How a written file is checked: not at all when the core parsed the planned file before anything
+ * was written (the record then has its `after` already); otherwise by parsing what was written.
+ */
+function verifier(engine: CoreEngine, p: PlannedFile, keepInfo: boolean): ((fd: number, size?: number) => void) | undefined {
+  if (p.plan?.after) return undefined;
   return (fd, size) => {
     const after = engine.inspect(fdSource(fd, size), p.rec.path);
     p.rec.after = summarize(after);
     if (keepInfo) p.rec.afterInfo = after;
   };
 }
+
+const withVerify = (verify: ((fd: number, size?: number) => void) | undefined): { verify?: (fd: number, size?: number) => void } =>
+  verify ? { verify } : {};
 
 /**
  * Whether the file's own inode is edited: with --in-place, unless other links to it lie outside
@@ -297,7 +312,8 @@ export function writePlanned(
   const { errors, journal } = writeEditsInPlace(
     inPlace.map((p) => ({
       path: p.rec.path, edits: p.plan!.edits, newSize: p.plan!.newSize, size: p.plan!.before.size, ...(p.ctimeMs !== undefined ? { ctimeMs: p.ctimeMs } : {}),
-      verify: verifier(engine, p, keepInfo),
+      undo: p.plan!.undo,
+      ...withVerify(verifier(engine, p, keepInfo)),
     })),
     defer,
     announce,

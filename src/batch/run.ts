@@ -5,6 +5,7 @@
  * options give the same report.
  */
 import { readdirSync, unlinkSync } from "node:fs";
+import { spawn } from "node:child_process";
 import { dirname, join } from "node:path";
 import { ErrorCode, toErrorRecord } from "../errors.js";
 import type { Pool } from "../pool/pool.js";
@@ -226,6 +227,13 @@ async function workShards(
   };
   const total = sizes.length;
   if (workers > 0 && total >= EAGER_FILES) await startPool();
+  // EXPERIMENT: background syncs while editing in place.
+  let syncing: Promise<void> | null = null;
+  const bgSync = (dir: string): void => {
+    if (syncing !== null || spec.write !== "in-place" || spec.dryRun) return;
+    const c = spawn("sync", ["-f", dir], { stdio: "ignore" });
+    syncing = new Promise<void>((r) => c.once("exit", () => { syncing = null; r(); }));
+  };
   const t1 = performance.now();
   let done = 0;
   try {
@@ -236,12 +244,15 @@ async function workShards(
         results[i] = processShard(engine, files, spec, probe, (k) => fileDone(base + k));
         done += files.length;
         (pool as Pool | null)?.pump();
+        bgSync(dirname(files[0]!.path));
+        await new Promise<void>((r) => setImmediate(r));
         const elapsed = performance.now() - t1;
         if (pool === null && workers > 0 && queue.left > 0 && elapsed > POOL_AFTER_MS && (elapsed / done) * (total - done) > POOL_WORTH_MS) {
           await startPool();
         }
       }
       await Promise.all(running);
+      if (syncing) await syncing;
       // Workers that kept dying before taking a shard leave the rest to this thread.
       if (queue.left === 0) break;
       running.length = 0;

@@ -5,7 +5,30 @@ import type { ElfInfo } from "./types.js";
 
 const utf8 = new TextDecoder("utf-8", { fatal: false });
 
-export function decodeInfo(path: string, size: number, mem: Uint8Array): ElfInfo {
+/**
+ * The string in `mem[start, end)`: paths, library and version names are ASCII, one character per
+ * byte (decoded without the UTF-8 decoder, whose call costs more than these short strings do);
+ * anything else through the decoder (invalid sequences become U+FFFD).
+ */
+function text(mem: Uint8Array, start: number, end: number): string {
+  if (end - start <= 128) {
+    let ascii = true;
+    for (let i = start; i < end; i++) {
+      if (mem[i]! > 0x7f) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) return String.fromCharCode.apply(null, mem.subarray(start, end) as unknown as number[]);
+  }
+  return utf8.decode(mem.subarray(start, end));
+}
+
+/**
+ * Decodes the info blob. `versions: false` leaves `versionNeeds` and `versionDefs` empty (the
+ * batch's decisions do not read them, and they are most of a library's strings).
+ */
+export function decodeInfo(path: string, size: number, mem: Uint8Array, versions = true): ElfInfo {
   const view = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
   const info: ElfInfo = {
     path, class: 64, endian: "little", machine: { number: 0, name: "" }, type: "", osabi: { number: 0, name: "" },
@@ -17,9 +40,9 @@ export function decodeInfo(path: string, size: number, mem: Uint8Array): ElfInfo
   for (let at = 0; at + 5 <= mem.length; ) {
     const kind = mem[at] as InfoKind;
     const len = view.getUint32(at + 1, true);
-    const body = mem.subarray(at + 5, at + 5 + len);
     const num = len === 8 ? view.getFloat64(at + 5, true) : 0;
-    const str = (): string => utf8.decode(body);
+    const from = at + 5;
+    const to = from + len;
     switch (kind) {
       case InfoKind.Class: info.class = num === 32 ? 32 : 64; break;
       case InfoKind.Endian: info.endian = num === 2 ? "big" : "little"; break;
@@ -37,18 +60,19 @@ export function decodeInfo(path: string, size: number, mem: Uint8Array): ElfInfo
       case InfoKind.SonameCount: info.tagCounts.soname = num; break;
       case InfoKind.Flags: info.flags = flagsNames(num); break;
       case InfoKind.Flags1: info.flags1 = flags1Names(num); break;
-      case InfoKind.Interpreter: info.interpreter = str(); break;
-      case InfoKind.Soname: info.soname = str(); break;
-      case InfoKind.Needed: info.needed.push(str()); break;
-      case InfoKind.Rpath: info.rpath = str(); break;
-      case InfoKind.Runpath: info.runpath = str(); break;
+      case InfoKind.Interpreter: info.interpreter = text(mem, from, to); break;
+      case InfoKind.Soname: info.soname = text(mem, from, to); break;
+      case InfoKind.Needed: info.needed.push(text(mem, from, to)); break;
+      case InfoKind.Rpath: info.rpath = text(mem, from, to); break;
+      case InfoKind.Runpath: info.runpath = text(mem, from, to); break;
       case InfoKind.VerneedFile: {
-        const name = str();
+        if (!versions) break;
+        const name = text(mem, from, to);
         lastFile = Object.hasOwn(info.versionNeeds, name) ? info.versionNeeds[name]! : (info.versionNeeds[name] = []);
         break;
       }
-      case InfoKind.VerneedName: lastFile?.push(str()); break;
-      case InfoKind.VerdefName: info.versionDefs.push(str()); break;
+      case InfoKind.VerneedName: if (versions) lastFile?.push(text(mem, from, to)); break;
+      case InfoKind.VerdefName: if (versions) info.versionDefs.push(text(mem, from, to)); break;
     }
     at += 5 + len;
   }

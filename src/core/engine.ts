@@ -11,7 +11,7 @@ import { Status } from "../shared/status.js";
 import { decodeInfo } from "./decode.js";
 import { coreModule, type CoreFlavor } from "./module.js";
 import { encodeRequest, isNoopFor } from "./request.js";
-import type { Edit, EditRequest, ElfInfo, Strategy } from "./types.js";
+import type { Edit, EditRequest, ElfInfo, Strategy, UndoRun } from "./types.js";
 
 const STRATEGIES: Strategy[] = ["in-place", "slack", "tail", "new-segment"];
 
@@ -33,6 +33,9 @@ interface CoreExports {
   editsLen(): number;
   fixupsPtr(): number;
   fixupsLen(): number;
+  verifyPlan(): number;
+  undoPtr(): number;
+  undoLen(): number;
 }
 
 /** Where the core's bytes come from: an open file (never read whole) or a buffer (tests). */
@@ -73,6 +76,13 @@ export interface PlannedEdits {
   strategy: Strategy;
   /** Bytes of sections moved out of the way of a growing program header table (part of bytes added). */
   movedBytes: number;
+  /** The original bytes of every byte run of the file the edits change (for undo journals). */
+  undo: UndoRun[];
+  /**
+   * The planned file as the core parses it before anything is written (what it will say), or
+   * undefined when that needed bytes the plan had not loaded: then the written file is checked.
+   */
+  after?: ElfInfo;
 }
 
 /** The first read of every file: covers the headers (and all tables of a small library) at once. */
@@ -118,7 +128,11 @@ export class CoreEngine {
   }
 
   /** Parses `src`: returns the status and, on success, the info record. */
-  parse(src: ByteSource, path: string, flags: number, fresh = true, decode = true): { status: Status; info?: ElfInfo } {
+  /**
+   * Parses `src`: returns the status and, on success, the info record (without version names
+   * when `versions` is false).
+   */
+  parse(src: ByteSource, path: string, flags: number, fresh = true, decode = true, versions = true): { status: Status; info?: ElfInfo } {
     const size = src.size;
     return this.guarded((core) => {
       if (fresh) {
@@ -135,7 +149,7 @@ export class CoreEngine {
       if (status !== Status.Ok) return { status };
       if (!decode) return { status };
       const mem = new Uint8Array(core.memory.buffer, core.infoPtr(), core.infoLen());
-      return { status, info: decodeInfo(path, size, mem) };
+      return { status, info: decodeInfo(path, size, mem, versions) };
     });
   }
 
@@ -149,19 +163,21 @@ export class CoreEngine {
    * Plans `req`: the info before, the byte-exact edits (empty for a no-op), the new size and how
    * the edits fit. With `grow: false`, an edit that does not fit in place fails (ELF_NO_ROOM).
    * A light parse comes first: a request that changes nothing is answered without reading the
-   * symbol tables or running the planner (what makes re-runs cheap).
+   * symbol tables or running the planner (what makes re-runs cheap). `versions: false`: `before`
+   * and `after` come without version names (for callers that only need the dynamic entries).
    */
   plan(
     src: ByteSource,
     path: string,
     req: EditRequest | ((before: ElfInfo) => EditRequest),
     grow = true,
+    versions = true,
   ): PlannedEdits {
-    const light = this.parse(src, path, 0);
+    const light = this.parse(src, path, 0, true, true, versions);
     if (!light.info) throw statusError(light.status);
     const before = light.info;
     const request = typeof req === "function" ? req(before) : req;
-    if (isNoopFor(request, before)) return { before, edits: [], newSize: before.size, strategy: "in-place", movedBytes: 0 };
+    if (isNoopFor(request, before)) return { before, edits: [], newSize: before.size, strategy: "in-place", movedBytes: 0, undo: [] };
     // The full parse (symbol tables too) for the planner; its info record is the light one's again.
     let r = this.parse(src, path, ParseFlag.Refs, false, false);
     if (r.status !== Status.Ok) throw statusError(r.status);
@@ -182,16 +198,29 @@ export class CoreEngine {
         continue;
       }
       if (status !== Status.Ok) throw statusError(status);
-      const planned = this.guarded((core) => ({
-        before,
-        edits: decodeEdits(core.memory.buffer, core.editsPtr(), core.editsLen()),
-        newSize: core.newSize(),
-        strategy: STRATEGIES[core.strategy()] ?? "in-place",
-        movedBytes: core.movedBytes(),
-        fixups: decodeFixups(core.memory.buffer, core.fixupsPtr(), core.fixupsLen()),
-      }));
+      const planned = this.guarded((core) => {
+        const newSize = core.newSize();
+        const out: PlannedEdits & { fixups: SymtabFixups | null } = {
+          before,
+          edits: decodeEdits(core.memory.buffer, core.editsPtr(), core.editsLen()),
+          newSize,
+          strategy: STRATEGIES[core.strategy()] ?? "in-place",
+          movedBytes: core.movedBytes(),
+          undo: decodeUndo(core.memory.buffer, core.undoPtr(), core.undoLen()),
+          fixups: decodeFixups(core.memory.buffer, core.fixupsPtr(), core.fixupsLen()),
+        };
+        // The planned file, parsed before anything is written.
+        const v = core.verifyPlan() as Status;
+        if (v === Status.Ok) out.after = decodeInfo(path, newSize, new Uint8Array(core.memory.buffer, core.infoPtr(), core.infoLen()), versions);
+        else if (v !== Status.NeedRange) throw new ElfPatchError(ErrorCode.INTERNAL, `The planned file does not parse: ${statusError(v).message}`);
+        return out;
+      });
       const { fixups, ...out } = planned;
-      if (fixups !== null) out.edits = withEdits(out.edits, symtabEdits(src, before, fixups));
+      if (fixups !== null) {
+        const host = symtabEdits(src, before, fixups);
+        for (const e of host) out.undo.push({ offset: e.offset, data: e.orig! });
+        out.edits = withEdits(out.edits, host);
+      }
       return out;
     }
   }
@@ -302,28 +331,42 @@ function readRange(core: CoreExports, src: ByteSource, off: number, len: number)
 }
 
 /**
- * Reads the edit list: `[f64 off][u32 len][u32 ptr][u32 orig][u32 0]` records pointing into the
- * core's memory. The new and original bytes of all edits are copied out into one buffer.
+ * Reads the edit list: `[f64 off][u32 len][u32 ptr][u32 0][u32 0]` records pointing into the
+ * core's memory. The bytes of all edits are copied out into one buffer.
  */
 function decodeEdits(buffer: ArrayBuffer, ptr: number, len: number): Edit[] {
   const view = new DataView(buffer, ptr, len);
   const mem = new Uint8Array(buffer);
   let total = 0;
-  for (let at = 0; at + 24 <= len; at += 24) total += view.getUint32(at + 8, true) * (view.getUint32(at + 16, true) ? 2 : 1);
+  for (let at = 0; at + 24 <= len; at += 24) total += view.getUint32(at + 8, true);
   const copy = new Uint8Array(total);
   const edits: Edit[] = [];
   let to = 0;
-  const take = (p: number, n: number): Uint8Array => {
-    copy.set(mem.subarray(p, p + n), to);
-    to += n;
-    return copy.subarray(to - n, to);
-  };
   for (let at = 0; at + 24 <= len; at += 24) {
-    const offset = view.getFloat64(at, true);
     const n = view.getUint32(at + 8, true);
-    const bytes = take(view.getUint32(at + 12, true), n);
-    const o = view.getUint32(at + 16, true);
-    edits.push(o ? { offset, bytes, orig: take(o, n) } : { offset, bytes });
+    const p = view.getUint32(at + 12, true);
+    copy.set(mem.subarray(p, p + n), to);
+    edits.push({ offset: view.getFloat64(at, true), bytes: copy.subarray(to, to + n) });
+    to += n;
   }
   return edits;
+}
+
+/** Reads the undo runs: `[f64 off][u32 len][u32 orig]` records (the original bytes copied out). */
+function decodeUndo(buffer: ArrayBuffer, ptr: number, len: number): UndoRun[] {
+  const view = new DataView(buffer, ptr, len);
+  const mem = new Uint8Array(buffer);
+  let total = 0;
+  for (let at = 0; at + 16 <= len; at += 16) total += view.getUint32(at + 8, true);
+  const copy = new Uint8Array(total);
+  const out: UndoRun[] = [];
+  let to = 0;
+  for (let at = 0; at + 16 <= len; at += 16) {
+    const n = view.getUint32(at + 8, true);
+    const p = view.getUint32(at + 12, true);
+    copy.set(mem.subarray(p, p + n), to);
+    out.push({ offset: view.getFloat64(at, true), data: copy.subarray(to, to + n) });
+    to += n;
+  }
+  return out;
 }

@@ -63,8 +63,14 @@ export interface FileError {
 export interface Edit {
   offset: number;
   bytes: Uint8Array;
-  /** The file's original bytes of the same range, as the core read them (absent past the original end). */
+  /** The file's original bytes of the same range (absent past the original end, or when unknown). */
   orig?: Uint8Array;
+}
+
+/** Original bytes of a run the edits change (what an undo journal must restore). */
+export interface UndoRun {
+  offset: number;
+  data: Uint8Array;
 }
 
 /** The tag to use when a run path is set: `DT_RUNPATH` (patchelf's default) or `DT_RPATH` (forced). */

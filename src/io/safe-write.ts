@@ -46,7 +46,7 @@ export function prepareCopy(
   target: string,
   edits: Edit[],
   newSize: number,
-  verify: (fd: number, size?: number) => void,
+  verify: ((fd: number, size?: number) => void) | undefined,
   planned?: PlannedState,
   sync = true,
 ): string {
@@ -71,7 +71,7 @@ export function prepareCopy(
     // After the chown, which clears setuid/setgid: the original mode, bits included.
     fchmodSync(fd, st.mode & 0o7777);
     if (sync) fsyncSync(fd);
-    verify(fd, newSize);
+    verify?.(fd, newSize);
     closeSync(fd);
     fd = -1;
     return tmp;

@@ -69,6 +69,12 @@ export class LibraryProbe {
   /** Files whose planned view is being decided (a cycle sees the file as it is). */
   private readonly deciding = new Set<string>();
   private readonly planned = new Map<string, ElfInfo>();
+  /**
+   * Direct shrinks decided so far, by class and machine, entries and NEEDED names: files with the
+   * same ones get the same answer (every path it looks at is an absolute entry's, and the
+   * answers of `identity` are kept for the whole batch anyway).
+   */
+  readonly shrinks = new Map<string, string[]>();
 
   constructor(private readonly batch: BatchView | null = null) {}
 
@@ -148,7 +154,11 @@ const isOriginRelative = (e: string): boolean => e.startsWith("$ORIGIN") || e.st
 
 /** Whether `entry` is `prefix` or below it, comparing whole path components. */
 export function underPrefix(entry: string, prefix: string): boolean {
-  const p = prefix.length > 1 ? prefix.replace(/\/+$/, "") : prefix;
+  return underTrimmed(entry, prefix.length > 1 ? prefix.replace(/\/+$/, "") : prefix);
+}
+
+/** underPrefix for a prefix without trailing slashes (`/` itself aside). */
+function underTrimmed(entry: string, p: string): boolean {
   if (entry === p) return true;
   if (p === "/") return entry.startsWith("/");
   if (p === "$ORIGIN" || p === "${ORIGIN}") return isOriginRelative(entry) && /^(\$ORIGIN|\$\{ORIGIN\})(\/|$)/.test(entry);
@@ -180,13 +190,30 @@ export function computeRunpath(info: ElfInfo, file: string, policy: RpathPolicy,
   const current = info.runpath ?? info.rpath;
   let entries: string[] = policy.remove ? [] : policy.set !== undefined ? split(policy.set) : split(current ?? "");
   for (const dir of policy.add ?? []) for (const d of split(dir)) if (!entries.includes(d)) entries.push(d);
-  const prefixes = policy.allowedPrefixes ?? [];
-  if (prefixes.length) entries = entries.filter((e) => prefixes.some((p) => underPrefix(e, p)));
+  const prefixes = trimmedPrefixes(policy);
+  if (prefixes.length) entries = entries.filter((e) => prefixes.some((p) => underTrimmed(e, p)));
   if (policy.shrink) {
-    const direct = shrink(entries, info, probe);
+    const key = `${info.class}:${info.machine.number}\0${entries.join("\0")}\0\0${info.needed.join("\0")}`;
+    let direct = probe.shrinks.get(key);
+    if (direct === undefined) {
+      direct = shrink(entries, info, probe);
+      probe.shrinks.set(key, direct);
+    }
     entries = policy.force ? keepTransitive(entries, direct, info, file, probe, self) : direct;
   }
   return entries;
+}
+
+const trimmed = new WeakMap<RpathPolicy, string[]>();
+
+/** The policy's allowed prefixes without trailing slashes (computed once per policy). */
+function trimmedPrefixes(policy: RpathPolicy): string[] {
+  let t = trimmed.get(policy);
+  if (t === undefined) {
+    t = (policy.allowedPrefixes ?? []).map((p) => (p.length > 1 ? p.replace(/\/+$/, "") : p));
+    trimmed.set(policy, t);
+  }
+  return t;
 }
 
 const trimSlash = (d: string): string => (d.length > 1 ? d.replace(/\/+$/, "") : d);
