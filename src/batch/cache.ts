@@ -186,6 +186,11 @@ export class ResultCache {
   private readonly fresh = new Map<string, CacheEntry>();
   /** Answers given from the cache in this run. */
   hits = 0;
+
+  /** How many files the cache has answers for (0: a first run over these PATHs). */
+  get entries(): number {
+    return this.files.size;
+  }
   /** Answers found (not given) by this run. */
   private found = 0;
 

@@ -5,12 +5,12 @@
  * options give the same report.
  */
 import { readdirSync, unlinkSync } from "node:fs";
-import { spawn } from "node:child_process";
+import { BackgroundSync } from "../io/background-sync.js";
 import { dirname, join } from "node:path";
 import { ErrorCode, toErrorRecord } from "../errors.js";
 import type { Pool } from "../pool/pool.js";
 import { scan, type ScannedFile, type ScanOptions, type SkippedFile } from "../scan/walk.js";
-import { shard } from "../scan/shard.js";
+import type { ClaimPolicy } from "../pool/queue.js";
 import { takeConsulted, trackConsulted } from "../shared/consulted.js";
 import { ConsultedSet, type ResultCache } from "./cache.js";
 import type { BatchSpec, FileRecord } from "./process-file.js";
@@ -71,6 +71,21 @@ function skippedRecord(s: SkippedFile): FileRecord {
 }
 
 export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOptions): Promise<BatchResult> {
+  // A first run over these PATHs (nothing cached) opens every file: its workers start now, and
+  // boot while this thread scans (a run the cache answers needs none).
+  const early: { pool: Pool | null } = { pool: null };
+  if (opts.jobs > 1 && (opts.cache === undefined || opts.cache.entries === 0)) {
+    const { Pool } = await import("../pool/pool.js");
+    early.pool = await Pool.create(opts.jobs - 1);
+  }
+  try {
+    return await scanAndRun(paths, spec, opts, early);
+  } finally {
+    if (early.pool !== null) await early.pool.close(); // started for nothing: no file to open
+  }
+}
+
+async function scanAndRun(paths: string[], spec: BatchSpec, opts: BatchOptions, early: { pool: Pool | null }): Promise<BatchResult> {
   const t0 = performance.now();
   const cache = opts.cache;
   const found = scan(paths, { ...opts.scan, sniff: false, ...(cache ? { cache } : {}) });
@@ -113,20 +128,24 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
   trackConsulted(cache !== undefined);
   opts.onStart?.(found.files.length, total);
   const onFile = opts.onFile ?? (() => {});
-  // Every shard costs a sync: in place, an undo journal made durable (two fsyncs) before its first
-  // edit; renamed copies, one `syncfs` before the renames. So: fewer, larger shards. Renamed
-  // copies exist next to their originals until the shard's renames: at most SHARD_COPY_BYTES of
-  // extra disk space per thread.
-  const shards = shard(found.files, {
-    threads: Math.max(1, opts.jobs), maxFiles: 256, ...(spec.write === "in-place" ? {} : { maxBytes: SHARD_COPY_BYTES }),
-  });
+  // Largest first (path order among equal sizes): the threads claim shards of this list (see
+  // ShardQueue). Every shard costs a sync: in place, an undo journal made durable before its first
+  // edit; renamed copies, one `syncfs` before the renames. Renamed copies exist next to their
+  // originals until the shard's renames: at most SHARD_COPY_BYTES of extra disk space per thread,
+  // and there the work goes with the bytes.
+  const files = [...found.files].sort((a, b) => b.size - a.size || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  const policy: ClaimPolicy = spec.write === "in-place" || spec.dryRun
+    ? { threads: Math.max(1, opts.jobs), maxFiles: 256 }
+    : { threads: Math.max(1, opts.jobs), maxFiles: 256, maxBytes: SHARD_COPY_BYTES, byBytes: true };
   // The code that opens and patches files is loaded only when there is a file to open (a re-run
   // answered from the result cache needs none of it).
   let notElf = 0;
-  const opened = shards.length > 0;
+  const opened = files.length > 0;
   if (opened) {
     const notElfPaths = new Set<string>();
-    for (const r of await workShards(shards, spec, opts.jobs, onFile, consulted, cache !== undefined)) {
+    const pool = early.pool;
+    early.pool = null; // workShards closes it
+    for (const r of await workShards(files, policy, spec, opts.jobs, onFile, consulted, cache !== undefined, pool)) {
       if (r.skipReason !== "not-elf") records.push(r);
       else {
         notElfPaths.add(r.path);
@@ -173,22 +192,24 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
 }
 
 /**
- * Works through the shards: the main thread is one of the `jobs` threads, alongside jobs - 1
- * workers (one thread fewer to start, and one Wasm memory fewer: flatter peak RSS). Every thread
- * takes its next shard from one shared queue itself (see ShardQueue): the main thread from the
- * front (largest files), the workers from the back, so no thread waits for another to hand it
- * work. Workers start at once for a batch of EAGER_FILES files or more (their start-up then
- * overlaps the main thread's first shards); for a smaller one only once the main thread has been
- * busy for POOL_AFTER_MS and the work left is worth POOL_WORTH_MS more at its pace: starting
- * threads costs more than a small re-run takes.
+ * Works through the files (largest first): the main thread is one of the `jobs` threads,
+ * alongside jobs - 1 workers (one thread fewer to start, and one Wasm memory fewer: flatter peak
+ * RSS). Every thread claims its next shard from one shared queue itself (see ShardQueue): the main
+ * thread from the front (largest files), the workers from the back, so no thread waits for
+ * another to hand it work. Workers start at once when the batch started them before its scan, or
+ * for EAGER_FILES files or more; for a smaller batch only once the main thread has been busy for
+ * POOL_AFTER_MS and the work left is worth POOL_WORTH_MS more at its pace: starting threads costs
+ * more than a small re-run takes.
  */
 async function workShards(
-  shards: ScannedFile[][],
+  files: ScannedFile[],
+  policy: ClaimPolicy,
   spec: BatchSpec,
   jobs: number,
   onFile: (bytes: number) => void,
   consulted: ConsultedSet,
   track: boolean,
+  started: Pool | null = null,
 ): Promise<FileRecord[]> {
   const [{ CoreEngine }, { batchView, LibraryProbe }, { processShard }, { Pool }, { ShardQueue }] = await Promise.all([
     import("../core/engine.js"), import("../policy/rpath.js"), import("./process-file.js"), import("../pool/pool.js"),
@@ -197,71 +218,67 @@ async function workShards(
   const engine = CoreEngine.create();
   // The files this run opens, by the `dev:ino` the scan saw: a decision that looks at one of them
   // sees it as the batch leaves it (files answered from the cache are left as they are).
-  const keys: string[] = [];
-  for (const s of shards) for (const f of s) keys.push(`${f.dev}:${f.ino}`);
+  const keys = files.map((f) => `${f.dev}:${f.ino}`);
   const probe = new LibraryProbe(batchView(keys, spec));
-  const workers = Math.min(jobs, shards.length) - 1;
-  const queue = new ShardQueue(shards.length);
-  const results: FileRecord[][] = new Array<FileRecord[]>(shards.length);
-  // Progress: each file once, by its index in the batch (shards in order).
-  const sizes: number[] = [];
-  for (const s of shards) for (const f of s) sizes.push(f.size);
-  const counted = new Uint8Array(sizes.length);
+  const workers = Math.min(jobs, files.length) - 1;
+  const queue = new ShardQueue(files.map((f) => f.size), policy);
+  // Each shard's records, by its first file.
+  const results = new Map<number, FileRecord[]>();
+  const counted = new Uint8Array(files.length);
   const fileDone = (i: number): void => {
     if (counted[i]) return;
     counted[i] = 1;
-    onFile(sizes[i]!);
+    onFile(files[i]!.size);
   };
-  const first: number[] = [];
-  for (let i = 0, n = 0; i < shards.length; n += shards[i]!.length, i++) first.push(n);
-  const sink = (i: number, recs: FileRecord[], c: import("../shared/consulted.js").Consulted | null): void => {
-    results[i] = recs;
+  const sink = (start: number, recs: FileRecord[], c: import("../shared/consulted.js").Consulted | null): void => {
+    results.set(start, recs);
     if (c) consulted.add(c);
   };
   let pool: Pool | null = null;
   const running: Promise<void>[] = [];
   const startPool = async (): Promise<void> => {
-    const p = await Pool.create(workers, { keys, spec });
+    const p = started ?? (await Pool.create(workers));
+    started = null;
+    p.useBatch(keys);
     pool = p;
-    for (let i = 0; i < workers; i++) running.push(p.drain(shards, queue, spec, fileDone, sink, track));
+    for (let i = 0; i < workers; i++) running.push(p.drain(files, queue, policy, spec, fileDone, sink, track));
   };
-  const total = sizes.length;
-  if (workers > 0 && total >= EAGER_FILES) await startPool();
-  // EXPERIMENT: background syncs while editing in place.
-  let syncing: Promise<void> | null = null;
-  const bgSync = (dir: string): void => {
-    if (syncing !== null || spec.write !== "in-place" || spec.dryRun) return;
-    const c = spawn("sync", ["-f", dir], { stdio: "ignore" });
-    syncing = new Promise<void>((r) => c.once("exit", () => { syncing = null; r(); }));
-  };
+  if (workers > 0 && (started !== null || files.length >= EAGER_FILES)) await startPool();
+  // Edits in place are made durable by one sync at the end of the batch; syncs in the background
+  // while the batch goes on leave that one little to write.
+  const background = spec.write === "in-place" && !spec.dryRun ? new BackgroundSync() : null;
   const t1 = performance.now();
   let done = 0;
   try {
     for (;;) {
-      for (let i = queue.takeFront(); i >= 0; i = queue.takeFront()) {
-        const files = shards[i]!;
-        const base = first[i]!;
-        results[i] = processShard(engine, files, spec, probe, (k) => fileDone(base + k));
-        done += files.length;
+      for (let c = queue.takeFront(); c !== null; c = queue.takeFront()) {
+        const [start, end] = c;
+        const shard = files.slice(start, end);
+        results.set(start, processShard(engine, shard, spec, probe, (k) => fileDone(start + k)));
+        done += shard.length;
         (pool as Pool | null)?.pump();
-        bgSync(dirname(files[0]!.path));
-        await new Promise<void>((r) => setImmediate(r));
+        if (background !== null) {
+          if (!background.busy) background.request(dirname(shard[0]!.path));
+          await new Promise<void>((r) => setImmediate(r)); // hear the helper's answers
+        }
         const elapsed = performance.now() - t1;
-        if (pool === null && workers > 0 && queue.left > 0 && elapsed > POOL_AFTER_MS && (elapsed / done) * (total - done) > POOL_WORTH_MS) {
+        if (pool === null && workers > 0 && queue.left > 0 && elapsed > POOL_AFTER_MS && (elapsed / done) * (files.length - done) > POOL_WORTH_MS) {
           await startPool();
         }
       }
       await Promise.all(running);
-      if (syncing) await syncing;
-      // Workers that kept dying before taking a shard leave the rest to this thread.
+      await background?.settled();
+      // Workers that kept dying before claiming anything leave the rest to this thread.
       if (queue.left === 0) break;
       running.length = 0;
     }
   } finally {
+    background?.close();
     if (pool !== null) await (pool as Pool).close();
+    if (started !== null) await (started as Pool).close();
   }
   const records: FileRecord[] = [];
-  for (const r of results) if (r) for (const x of r) records.push(x);
+  for (const start of [...results.keys()].sort((a, b) => a - b)) for (const r of results.get(start)!) records.push(r);
   return records;
 }
 

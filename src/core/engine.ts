@@ -212,7 +212,12 @@ export class CoreEngine {
         // The planned file, parsed before anything is written.
         const v = core.verifyPlan() as Status;
         if (v === Status.Ok) out.after = decodeInfo(path, newSize, new Uint8Array(core.memory.buffer, core.infoPtr(), core.infoLen()), versions);
-        else if (v !== Status.NeedRange) throw new ElfPatchError(ErrorCode.INTERNAL, `The planned file does not parse: ${statusError(v).message}`);
+        else if (v !== Status.NeedRange) {
+          // (A hostile file can parse and yet make an edited version that does not: refused, as
+          // the written file used to be when it was parsed after writing.)
+          const e = statusError(v);
+          throw new ElfPatchError(e.code, `The edited file would not parse: ${e.message}`);
+        }
         return out;
       });
       const { fixups, ...out } = planned;

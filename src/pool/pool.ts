@@ -16,7 +16,7 @@ import type { Consulted } from "../shared/consulted.js";
 import { recoverJournal } from "../batch/journal.js";
 import { STALE_TEMP, tempOwner } from "../batch/temp-names.js";
 import type { QueueMessage, QueueTask, ShardMessage, ShardResult, ShardTask } from "./worker.js";
-import type { ShardQueue } from "./queue.js";
+import type { ClaimPolicy, ShardQueue } from "./queue.js";
 
 /** One Consulted of several (a shard whose files ran one per task). */
 function mergeConsulted(all: Consulted[]): Consulted {
@@ -72,8 +72,11 @@ export function workerPath(): string {
   throw new ElfPatchError(ErrorCode.INTERNAL, "Missing build/js/pool/worker.js; run npm run build");
 }
 
-/** Where a batch's shards go once done: their records (in the shard's file order) and what they consulted. */
-export type ShardSink = (shard: number, records: FileRecord[], consulted: Consulted | null) => void;
+/**
+ * Where a batch's shards go once done: their records (in file order), by the index of their first
+ * file in the batch, and what they consulted.
+ */
+export type ShardSink = (start: number, records: FileRecord[], consulted: Consulted | null) => void;
 
 /**
  * One worker's share of a batch (see `Pool.drain`): messages of its task are handled here, by the
@@ -84,8 +87,8 @@ class Drain {
   /** The other end, for the worker's task. */
   readonly remote: MessagePort;
   thread: number | null = null;
-  /** Shards taken and not yet done, with the journals announced for each. */
-  readonly open = new Map<number, string[]>();
+  /** Shards claimed and not yet done (by first file), with their end and the journals announced. */
+  readonly open = new Map<number, { end: number; journals: string[] }>();
   private current = -1;
   claimed = 0;
 
@@ -102,10 +105,10 @@ class Drain {
   hear(m: QueueMessage): void {
     if (typeof m === "number") this.fileAt(m);
     else if ("claim" in m) {
-      this.open.set(m.claim, []);
-      this.current = m.claim;
+      this.open.set(m.claim[0], { end: m.claim[1], journals: [] });
+      this.current = m.claim[0];
       this.claimed++;
-    } else if ("journal" in m) this.open.get(this.current)?.push(m.journal);
+    } else if ("journal" in m) this.open.get(this.current)?.journals.push(m.journal);
     else if ("done" in m) {
       this.open.delete(m.done);
       this.sink(m.done, m.records, m.consulted);
@@ -128,15 +131,20 @@ export function defaultJobs(): number {
 }
 
 export class Pool {
+  /** The `dev:ino` keys of the batch's files, sent with every task (see BatchView). */
+  private keys: string[] | undefined;
+
   private constructor(private readonly piscina: Piscina) {}
 
-  /** Starts `threads` workers. piscina is loaded here, so runs that need no pool never load it. */
-  static async create(threads: number, batch: { keys: string[]; spec: BatchSpec } | null = null): Promise<Pool> {
+  /**
+   * Starts `threads` workers. piscina is loaded here, so runs that need no pool never load it.
+   * The workers need nothing of the batch to start (a batch may start them before its scan).
+   */
+  static async create(threads: number): Promise<Pool> {
     const { Piscina } = await import("piscina");
     return new Pool(new Piscina({
       filename: workerPath(),
-      // `batch`: the keys of the batch's files, for every worker's view of them (BatchView).
-      workerData: { module: coreModule(), batch },
+      workerData: { module: coreModule() },
       minThreads: threads,
       maxThreads: threads,
       idleTimeout: 1000,
@@ -187,6 +195,7 @@ export class Pool {
     port1.on("message", hear);
     const task: ShardTask = {
       paths: items.map((x) => x.f.path), links: items.map((x) => x.f.links), spec, progress: port2, track,
+      ...(this.keys ? { keys: this.keys } : {}),
     };
     let failure: Error;
     try {
@@ -224,36 +233,38 @@ export class Pool {
 
   private readonly drains = new Set<Drain>();
 
+  /** The files of the batch the tasks belong to, by `dev:ino`: every worker sees them as the batch leaves them. */
+  useBatch(keys: string[]): void {
+    this.keys = keys;
+  }
+
   /** Handles the messages the workers have queued so far (progress, finished shards). */
   pump(): void {
     for (const d of this.drains) d.pump();
   }
 
   /**
-   * One worker takes shards from the back of `queue` until it is empty (the main thread takes from
-   * the front); each finished shard goes to `sink`, each finished file to `fileDone` (its index in
-   * the batch: the files of all shards numbered in shard order). Never rejects. When the worker
+   * One worker claims shards from the back of `queue` (over `files`, largest first, with `policy`)
+   * until it is empty (the main thread claims from the front); each finished shard goes to
+   * `sink`, each finished file to `fileDone` (its index in `files`). Never rejects. When the worker
    * dies, what it left of the shard it held is undone and that shard's files are run again one per
-   * task, as in `run`; then another worker carries on with the queue. If workers die before taking
-   * anything, twice, the rest of the queue is left to the caller.
+   * task, as in `run`; then another worker carries on with the queue. If workers die before
+   * claiming anything, twice, the rest of the queue is left to the caller.
    */
   async drain(
-    shards: ScannedFile[][],
+    files: ScannedFile[],
     queue: ShardQueue,
+    policy: ClaimPolicy,
     spec: BatchSpec,
-    fileDone: (global: number) => void,
+    fileDone: (index: number) => void,
     sink: ShardSink,
     track = false,
   ): Promise<void> {
-    const first: number[] = [];
-    let n = 0;
-    for (const s of shards) {
-      first.push(n);
-      n += s.length;
-    }
-    const payload = shards.map((s) => ({ paths: s.map((f) => f.path), links: s.map((f) => f.links) }));
+    const paths = files.map((f) => f.path);
+    const links = files.map((f) => f.links);
+    const sizes = files.map((f) => f.size);
     // Each file once, however often it ran (a dead worker's shard runs again).
-    const counted = new Uint8Array(n);
+    const counted = new Uint8Array(files.length);
     const once = (g: number): void => {
       if (counted[g]) return;
       counted[g] = 1;
@@ -262,7 +273,9 @@ export class Pool {
     for (let idle = 0; queue.left > 0 && idle < 2; ) {
       const d = new Drain(once, sink);
       this.drains.add(d);
-      const task: QueueTask = { shards: payload, queue: queue.buffer, spec, port: d.remote, track };
+      const task: QueueTask = {
+        paths, links, sizes, policy, queue: queue.buffer, spec, port: d.remote, track, ...(this.keys ? { keys: this.keys } : {}),
+      };
       let failure: Error | null = null;
       try {
         await this.piscina.run(task, { name: "drainQueue", transferList: [d.remote] });
@@ -274,18 +287,18 @@ export class Pool {
       }
       if (failure === null) return;
       idle = d.claimed === 0 ? idle + 1 : 0;
-      for (const [i, journals] of d.open) {
-        const files = shards[i]!;
-        const undone = d.thread === null || undoDeadShard(d.thread, journals, files.map((f) => f.path));
+      for (const [start, { end, journals }] of d.open) {
+        const shard = files.slice(start, end);
+        const undone = d.thread === null || undoDeadShard(d.thread, journals, shard.map((f) => f.path));
         const out: PoolResult = { records: [], consulted: [] };
-        const done = (k: number): void => once(first[i]! + k);
-        const items = files.map((f, k) => ({ f, i: k }));
+        const done = (k: number): void => once(start + k);
+        const items = shard.map((f, k) => ({ f, i: k }));
         if (undone) for (const x of items) await this.attempt([x], spec, done, track, false, 0, out);
         else this.crashed(items, failure, done, out);
         // Records in the shard's file order, as a shard that went well gives them.
         const byPath = new Map(out.records.map((r) => [r.path, r]));
         const consulted = out.consulted.length ? mergeConsulted(out.consulted) : null;
-        sink(i, files.map((f) => byPath.get(f.path)!), consulted);
+        sink(start, shard.map((f) => byPath.get(f.path)!), consulted);
       }
     }
   }

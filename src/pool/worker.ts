@@ -11,7 +11,7 @@ import { CoreEngine } from "../core/engine.js";
 import { processShard, type BatchSpec, type FileRecord } from "../batch/process-file.js";
 import { batchView, LibraryProbe } from "../policy/rpath.js";
 import { takeConsulted, trackConsulted, type Consulted } from "../shared/consulted.js";
-import { ShardQueue } from "./queue.js";
+import { ShardQueue, type ClaimPolicy } from "./queue.js";
 
 export interface ShardTask {
   paths: string[];
@@ -26,36 +26,48 @@ export interface ShardTask {
   track?: boolean;
   /** Per path: other hard links inside the batch. */
   links?: (string[] | undefined)[];
+  /** The batch's files by `dev:ino` (see BatchView); absent outside a batch. */
+  keys?: string[];
 }
 
 /** A message of a shard's progress port. */
 export type ShardMessage = number | { thread: number } | { journal: string };
 
-/** The whole batch's shards, and the queue every thread takes them from. */
+/** The whole batch's files (largest first), and the queue every thread claims shards of them from. */
 export interface QueueTask {
-  shards: { paths: string[]; links: (string[] | undefined)[] }[];
+  paths: string[];
+  links: (string[] | undefined)[];
+  sizes: number[];
+  policy: ClaimPolicy;
   queue: SharedArrayBuffer;
   spec: BatchSpec;
   /**
-   * Hears, in this order: `{ thread }`, then per shard taken `{ claim }`, `{ journal }` before an
-   * undo journal is written, the batch-wide index of each finished file (for progress: the files
-   * of all shards numbered in shard order), and `{ done, records, consulted }`.
+   * Hears, in this order: `{ thread }`, then per shard claimed `{ claim: [start, end] }` (indices
+   * into the batch's files), `{ journal }` before an undo journal is written, the index of each
+   * finished file (for progress), and `{ done: start, records, consulted }`.
    */
   port: MessagePort;
   track?: boolean;
+  /** The batch's files by `dev:ino` (see BatchView). */
+  keys?: string[];
 }
 
 export type QueueMessage =
   | number
   | { thread: number }
-  | { claim: number }
+  | { claim: [number, number] }
   | { journal: string }
   | { done: number; records: FileRecord[]; consulted: Consulted | null };
 
-const data = workerData as { module: WebAssembly.Module; batch: { keys: string[]; spec: BatchSpec } | null };
+const data = workerData as { module: WebAssembly.Module };
 const engine = new CoreEngine(data.module);
-// Every thread resolves the batch's files as the batch leaves them (see BatchView).
-const probe = new LibraryProbe(data.batch ? batchView(data.batch.keys, data.batch.spec) : null);
+/** Decisions outside a batch see files as they are. */
+const plain = new LibraryProbe(null);
+
+/** Every thread resolves the batch's files as the batch leaves them (see BatchView). */
+function probeFor(keys: string[] | undefined, spec: BatchSpec): LibraryProbe {
+  return keys ? new LibraryProbe(batchView(keys, spec)) : plain;
+}
 
 /**
  * Fault injection for the tests only: a worker whose shard holds a file of this base name dies
@@ -74,33 +86,28 @@ export default function runShard(task: ShardTask): ShardResult {
   say({ thread: threadId });
   const files = task.paths.map((path, i) => ({ path, links: task.links?.[i] }));
   trackConsulted(task.track === true);
-  const records = processShard(engine, files, task.spec, probe, (i) => say(i), (journal) => say({ journal }));
+  const records = processShard(engine, files, task.spec, probeFor(task.keys, task.spec), (i) => say(i), (journal) => say({ journal }));
   if (dieAfterWriting !== null && task.paths.some((p) => basename(p) === dieAfterWriting)) process.exit(70);
   return { records, consulted: task.track ? takeConsulted() : null };
 }
 
-/** Patches shards from the back of the batch's queue until it is empty; returns how many. */
+/** Patches shards claimed from the back of the batch's queue until it is empty; returns how many. */
 export function drainQueue(task: QueueTask): number {
   const port = task.port;
   const say = (m: QueueMessage): void => port.postMessage(m);
   say({ thread: threadId });
-  const queue = new ShardQueue(task.queue);
-  const first: number[] = [];
-  let n = 0;
-  for (const s of task.shards) {
-    first.push(n);
-    n += s.paths.length;
-  }
+  const queue = new ShardQueue(task.sizes, task.policy, task.queue);
+  const probe = probeFor(task.keys, task.spec);
   let taken = 0;
-  for (let i = queue.takeBack(); i >= 0; i = queue.takeBack()) {
-    say({ claim: i });
-    const shard = task.shards[i]!;
-    const files = shard.paths.map((path, k) => ({ path, links: shard.links[k] }));
-    const base = first[i]!;
+  for (let c = queue.takeBack(); c !== null; c = queue.takeBack()) {
+    const [start, end] = c;
+    say({ claim: c });
+    const files = [];
+    for (let i = start; i < end; i++) files.push({ path: task.paths[i]!, links: task.links[i] });
     trackConsulted(task.track === true);
-    const records = processShard(engine, files, task.spec, probe, (k) => say(base + k), (journal) => say({ journal }));
-    if (dieAfterWriting !== null && shard.paths.some((p) => basename(p) === dieAfterWriting)) process.exit(70);
-    say({ done: i, records, consulted: task.track ? takeConsulted() : null });
+    const records = processShard(engine, files, task.spec, probe, (k) => say(start + k), (journal) => say({ journal }));
+    if (dieAfterWriting !== null && files.some((f) => basename(f.path) === dieAfterWriting)) process.exit(70);
+    say({ done: start, records, consulted: task.track ? takeConsulted() : null });
     taken++;
   }
   return taken;

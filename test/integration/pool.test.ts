@@ -106,27 +106,28 @@ describe("worker pool", () => {
     }
   });
 
-  it("drains a shared queue from the back while another thread takes from the front; each shard is taken once", async () => {
+  it("drains a shared queue from the back while another thread claims from the front; each file is claimed once", async () => {
     const pool = await Pool.create(1);
     try {
-      // One file per shard: eight shards of the four libraries, twice.
-      const shards = [...files, ...files].map((f) => [f]);
-      const queue = new ShardQueue(shards.length);
+      // The four libraries twice, one file per claim.
+      const all = [...files, ...files];
+      const policy = { threads: 2, maxFiles: 1 };
+      const queue = new ShardQueue(all.map((f) => f.size), policy);
       const got = new Map<number, FileRecord[]>();
       const progress: number[] = [];
-      const draining = pool.drain(shards, queue, spec, (i) => progress.push(i), (i, recs) => {
-        expect(got.has(i)).toBe(false);
-        got.set(i, recs);
+      const draining = pool.drain(all, queue, policy, spec, (i) => progress.push(i), (start, recs) => {
+        expect(got.has(start)).toBe(false);
+        got.set(start, recs);
       });
-      // This thread takes from the front meanwhile, as the batch's main thread does.
+      // This thread claims from the front meanwhile, as the batch's main thread does.
       const mine: number[] = [];
-      for (let i = queue.takeFront(); i >= 0; i = queue.takeFront()) mine.push(i);
+      for (let c = queue.takeFront(); c !== null; c = queue.takeFront()) mine.push(c[0]);
       await draining;
       expect(queue.left).toBe(0);
       const theirs = [...got.keys()];
-      expect([...mine, ...theirs].sort((a, b) => a - b)).toEqual(shards.map((_, i) => i));
-      for (const [i, recs] of got) expect(recs.map((r) => [r.path, r.status])).toEqual([[shards[i]![0]!.path, "would-patch"]]);
-      expect(progress.sort((a, b) => a - b)).toEqual(theirs.sort((a, b) => a - b)); // file i of the batch = shard i here
+      expect([...mine, ...theirs].sort((a, b) => a - b)).toEqual(all.map((_, i) => i));
+      for (const [i, recs] of got) expect(recs.map((r) => [r.path, r.status])).toEqual([[all[i]!.path, "would-patch"]]);
+      expect(progress.sort((a, b) => a - b)).toEqual(theirs.sort((a, b) => a - b));
     } finally {
       await pool.close();
     }
@@ -138,30 +139,34 @@ describe("worker pool", () => {
     process.env.ELFPATCH_TEST_WORKER_DIES_AFTER = victim;
     const pool = await Pool.create(1);
     try {
-      for (const l of LIBS) copyFileSync(join(HOST, l), join(work, l));
+      // Eight files (the four libraries, and copies named b-*): in name order the worker's claims
+      // from the back are [6, 8), then [4, 6), which holds the victim (4) and libm (5).
+      for (const l of LIBS) {
+        copyFileSync(join(HOST, l), join(work, l));
+        copyFileSync(join(HOST, l), join(work, `b-${l}`));
+      }
       const all: ScannedFile[] = readdirSync(work).sort().map((n) => {
         const st = statSync(join(work, n));
         return { path: join(work, n), size: st.size, dev: st.dev, ino: st.ino, nlink: st.nlink, sig: "", ctimeMs: st.ctimeMs };
       });
-      // Two shards of two files: the victim's shard dies after its in-place write.
-      const shards = [all.slice(0, 2), all.slice(2)];
-      const queue = new ShardQueue(shards.length);
+      expect(all.findIndex((f) => f.path.endsWith(`/${victim}`))).toBe(4);
+      const policy = { threads: 1, maxFiles: 2 };
+      const queue = new ShardQueue(all.map((f) => f.size), policy);
       const inPlace: BatchSpec = { req: {}, rpath: { set: "/opt/elfpatch-drain-test/lib", force: true }, write: "in-place" };
       const got = new Map<number, FileRecord[]>();
       const progress: number[] = [];
-      await pool.drain(shards, queue, inPlace, (i) => progress.push(i), (i, recs) => got.set(i, recs));
+      await pool.drain(all, queue, policy, inPlace, (i) => progress.push(i), (start, recs) => got.set(start, recs));
       expect(queue.left).toBe(0);
-      expect([...got.keys()].sort()).toEqual([0, 1]);
-      expect(progress.sort()).toEqual([0, 1, 2, 3]); // every file counted once
+      expect(got.get(4)!.map((r) => r.path)).toEqual([all[4]!.path, all[5]!.path]); // the dead shard's records, in order
+      expect(progress.sort((a, b) => a - b)).toEqual(all.map((_, i) => i)); // every file counted once
       const records = [...got.values()].flat();
-      // Each shard's records come in its files' order.
-      for (const [i, recs] of got) expect(recs.map((r) => r.path)).toEqual(shards[i]!.map((f) => f.path));
+      expect(records.map((r) => r.path).sort()).toEqual(all.map((f) => f.path));
       const byName = new Map(records.map((r) => [r.path.slice(work.length + 1), r]));
       expect(byName.get(victim)!.status).toBe("failed");
       expect(byName.get(victim)!.error?.code).toBe("POOL_WORKER_CRASHED");
       expect(readFileSync(join(work, victim)).equals(readFileSync(join(HOST, victim)))).toBe(true);
       const others = records.filter((r) => r.status !== "failed");
-      expect(others).toHaveLength(LIBS.length - 1);
+      expect(others).toHaveLength(all.length - 1);
       for (const r of others) {
         expect(r.status).toBe("patched");
         expect((await readelfInfo(r.path)).rpath).toBe("/opt/elfpatch-drain-test/lib");
