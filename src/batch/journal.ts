@@ -1,17 +1,18 @@
 /**
  * Undo journals for `--in-place` writes (and `--hardlinks preserve`), which edit files' own inodes.
- * One journal covers a group of files (a shard): before the first byte of any of them changes, the
- * original bytes of every byte run the edits change and each original size are written to a
- * sidecar `.elfpatch-<pid>-<thread>-<n>.elfpatch-undo` next to the first file, then made durable
- * (fsync of the journal, then of its directory). The journal is removed only after every edited
- * file is durable. A run killed at any moment leaves either a complete journal (its checksum
- * holds: roll every file back to its original) or none or an incomplete one (nothing was touched
- * yet: discarded); `recoverJournal` handles all three and can itself be re-run.
+ * Each thread of a batch keeps one journal, `.elfpatch-<pid>-<thread>-<n>.elfpatch-undo` next to
+ * the first file it edits, and appends one record per group of files (a shard): before the first
+ * byte of any of them changes, the original bytes of every byte run the edits change and each
+ * original size are appended and made durable (one fdatasync; the journal's directory entry is
+ * made durable once, when the journal is created). The journal is removed only after every edited
+ * file is durable (the batch's group commit). A run killed at any moment leaves complete records
+ * (roll their files back) and at most one incomplete record, its last (being written: none of its
+ * files was touched yet, so it is ignored); `recoverJournal` handles both and can itself be re-run.
  *
- * Format 3 (binary; format 2, JSON, is still read): the magic line `ELFPATCH-UNDO-3\n`, then
- * `u32 files`, per file `u32 path length, path (UTF-8, relative to the journal's directory),
- * f64 original size, u32 blocks`, per block `f64 offset, u32 length, the original bytes`, all
- * little-endian; then the SHA-256 of everything before it.
+ * Format 4: the magic line `ELFPATCH-UNDO-4\n`, then records, each `u32 body length, body, the
+ * SHA-256 of the body`; a body is `u32 files`, per file `u32 path length, path (UTF-8, relative to
+ * the journal's directory), f64 original size, u32 blocks`, per block `f64 offset, u32 length,
+ * the original bytes`; all little-endian. Format 2 (a SHA-256 line, then JSON) is still read.
  */
 import { createHash } from "node:crypto";
 import {
@@ -27,7 +28,7 @@ import { UNDO_SUFFIX } from "./temp-names.js";
 
 export { UNDO_SUFFIX };
 
-const MAGIC = Buffer.from("ELFPATCH-UNDO-3\n", "latin1");
+const MAGIC = Buffer.from("ELFPATCH-UNDO-4\n", "latin1");
 
 type UndoBlock = UndoRun;
 
@@ -55,7 +56,85 @@ export interface InPlaceItem {
   ctimeMs?: number;
 }
 
+/** Where a record goes: its journal, and the offset at which it starts there. */
+export interface RecordPlace {
+  journal: string;
+  at: number;
+}
+
 let counter = 0;
+
+/**
+ * A journal being written: created (and its directory entry made durable) with its first record,
+ * in the directory of that record's first file; each `append` is durable when it returns.
+ */
+export class UndoJournal {
+  path: string | null = null;
+  /** Files edited under its records (a journal under which nothing was edited goes at `close`). */
+  edited = 0;
+  private fd = -1;
+  private end = 0;
+
+  /** `announce` hears where each record goes before anything of it is written (see Pool). */
+  constructor(private readonly announce?: (place: RecordPlace) => void) {}
+
+  /** The directory the journal's paths are relative to (known once it exists). */
+  get dir(): string | null {
+    return this.path === null ? null : dirname(this.path);
+  }
+
+  /** Appends the undo record of `items` (their paths relative to the journal's directory). */
+  append(items: InPlaceItem[]): { place: RecordPlace; files: JournalFile[] } {
+    if (this.path === null) this.create(dirname(items[0]!.path));
+    const dir = this.dir!;
+    const files = items.map((it) => undoFor(it.path, dir, it.edits, it.size, it.undo));
+    const body = encodeBody(files);
+    const place = { journal: this.path!, at: this.end };
+    this.announce?.(place);
+    const head = Buffer.allocUnsafe(4);
+    head.writeUInt32LE(body.length, 0);
+    const sum = createHash("sha256").update(body).digest();
+    writeFully(this.fd, Buffer.concat([head, body, sum]), this.end);
+    fdatasyncSync(this.fd);
+    this.end += 4 + body.length + 32;
+    return { place, files };
+  }
+
+  /** Closes the journal; removes it when nothing was edited under it (nothing to commit or undo). */
+  close(): void {
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+    if (this.path !== null && this.edited === 0) {
+      try {
+        unlinkSync(this.path);
+        syncDir(dirname(this.path));
+      } catch {
+        // already gone
+      }
+      this.path = null;
+    }
+  }
+
+  private create(dir: string): void {
+    for (;;) {
+      counter++;
+      const path = join(dir, `.elfpatch-${process.pid}-${threadId}-${counter}${UNDO_SUFFIX}`);
+      try {
+        this.fd = openSync(path, "wx", 0o600);
+        this.path = path;
+        break;
+      } catch (err) {
+        // A journal of an earlier process that had this pid, outside the batch: never overwritten.
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      }
+    }
+    writeFully(this.fd, MAGIC, 0);
+    this.end = MAGIC.length;
+    // The records are synced as they come; the journal's name, once, here.
+    fsyncSync(this.fd);
+    syncDir(dir);
+  }
+}
 
 /**
  * The byte runs where `bytes` differs from `orig` (a write may span unchanged bytes: only the
@@ -82,7 +161,7 @@ function undoFor(path: string, dir: string, edits: Edit[], plannedSize?: number,
   if (plannedSize !== undefined) {
     const inside = edits.filter((e) => e.offset < plannedSize);
     if (inside.every((e) => e.orig !== undefined && e.offset + e.orig.length <= plannedSize)) {
-      // The core kept the original bytes of every range it writes: journal the changed ones.
+      // The original bytes of every range written are known: journal the changed ones.
       const blocks: UndoBlock[] = [];
       for (const e of inside) changedRuns(e.offset, e.bytes, e.orig!, blocks);
       return { file: relative(dir, path), size: plannedSize, blocks };
@@ -110,18 +189,16 @@ function undoFor(path: string, dir: string, edits: Edit[], plannedSize?: number,
   }
 }
 
-/** The journal's bytes (format 3). */
-function encodeJournal(files: JournalFile[]): Buffer {
+/** A record's body. */
+function encodeBody(files: JournalFile[]): Buffer {
   const paths = files.map((f) => Buffer.from(f.file, "utf8"));
-  let len = MAGIC.length + 4;
+  let len = 4;
   files.forEach((f, i) => {
     len += 4 + paths[i]!.length + 8 + 4;
     for (const b of f.blocks) len += 12 + b.data.length;
   });
-  const buf = Buffer.allocUnsafe(len + 32);
-  MAGIC.copy(buf, 0);
-  let at = MAGIC.length;
-  at = buf.writeUInt32LE(files.length, at);
+  const buf = Buffer.allocUnsafe(len);
+  let at = buf.writeUInt32LE(files.length, 0);
   files.forEach((f, i) => {
     const p = paths[i]!;
     at = buf.writeUInt32LE(p.length, at);
@@ -135,104 +212,82 @@ function encodeJournal(files: JournalFile[]): Buffer {
       at += b.data.length;
     }
   });
-  createHash("sha256").update(buf.subarray(0, len)).digest().copy(buf, len);
   return buf;
 }
 
-/**
- * A journal's files, or null when it is incomplete (its checksum does not hold: it was being
- * written when the run stopped, so no file was touched yet). Throws for a complete journal this
- * version cannot apply.
- */
-function decodeJournal(raw: Buffer): JournalFile[] | null {
-  if (raw.length >= MAGIC.length && raw.subarray(0, MAGIC.length).equals(MAGIC)) {
-    if (raw.length < MAGIC.length + 4 + 32) return null;
-    const len = raw.length - 32;
-    if (!createHash("sha256").update(raw.subarray(0, len)).digest().equals(raw.subarray(len))) return null;
-    const bad = (): never => {
-      throw new ElfPatchError(ErrorCode.IO_WRITE, "Undo journal is malformed; can't roll back");
-    };
-    let at = MAGIC.length;
-    const need = (n: number): void => void (at + n > len && bad());
+const malformed = (): never => {
+  throw new ElfPatchError(ErrorCode.IO_WRITE, "Undo journal is malformed; can't roll back");
+};
+
+/** A record's files (its body checked by its checksum already). */
+function decodeBody(raw: Buffer): JournalFile[] {
+  let at = 0;
+  const need = (n: number): void => void (at + n > raw.length && malformed());
+  need(4);
+  const count = raw.readUInt32LE(at);
+  at += 4;
+  const files: JournalFile[] = [];
+  for (let i = 0; i < count; i++) {
     need(4);
-    const count = raw.readUInt32LE(at);
+    const plen = raw.readUInt32LE(at);
     at += 4;
-    const files: JournalFile[] = [];
-    for (let i = 0; i < count; i++) {
-      need(4);
-      const plen = raw.readUInt32LE(at);
-      at += 4;
-      need(plen + 12);
-      const file = raw.toString("utf8", at, at + plen);
-      at += plen;
-      const size = raw.readDoubleLE(at);
-      const nblocks = raw.readUInt32LE(at + 8);
+    need(plen + 12);
+    const file = raw.toString("utf8", at, at + plen);
+    at += plen;
+    const size = raw.readDoubleLE(at);
+    const nblocks = raw.readUInt32LE(at + 8);
+    at += 12;
+    const blocks: UndoBlock[] = [];
+    for (let k = 0; k < nblocks; k++) {
+      need(12);
+      const offset = raw.readDoubleLE(at);
+      const n = raw.readUInt32LE(at + 8);
       at += 12;
-      const blocks: UndoBlock[] = [];
-      for (let k = 0; k < nblocks; k++) {
-        need(12);
-        const offset = raw.readDoubleLE(at);
-        const n = raw.readUInt32LE(at + 8);
-        at += 12;
-        need(n);
-        blocks.push({ offset, data: raw.subarray(at, at + n) });
-        at += n;
-      }
-      files.push({ file, size, blocks });
+      need(n);
+      blocks.push({ offset, data: raw.subarray(at, at + n) });
+      at += n;
     }
-    return files;
+    files.push({ file, size, blocks });
   }
+  return files;
+}
+
+/**
+ * The complete records of a journal from offset `from` on (each with its offset), in order; a
+ * record whose checksum does not hold ends them (it was being written: nothing of it was done).
+ * Throws for a journal this version cannot apply.
+ */
+function readRecords(raw: Buffer, from = MAGIC.length): { at: number; files: JournalFile[] }[] {
+  if (raw.length >= MAGIC.length && raw.subarray(0, MAGIC.length).equals(MAGIC)) {
+    const out: { at: number; files: JournalFile[] }[] = [];
+    for (let at = from; at + 4 <= raw.length; ) {
+      const len = raw.readUInt32LE(at);
+      if (at + 4 + len + 32 > raw.length) break;
+      const body = raw.subarray(at + 4, at + 4 + len);
+      if (!createHash("sha256").update(body).digest().equals(raw.subarray(at + 4 + len, at + 4 + len + 32))) break;
+      out.push({ at, files: decodeBody(body) });
+      at += 4 + len + 32;
+    }
+    return out;
+  }
+  if (raw.length < MAGIC.length && MAGIC.subarray(0, raw.length).equals(raw)) return []; // its magic was being written
   // Format 2: a SHA-256 line, then JSON {version: 2, files: [{file, size, blocks: [{offset, data (base64)}]}]}.
   const text = raw.toString("utf8");
   const nl = text.indexOf("\n");
   const body = text.slice(nl + 1);
-  if (nl <= 0 || createHash("sha256").update(body).digest("hex") !== text.slice(0, nl)) return null;
+  if (nl <= 0 || createHash("sha256").update(body).digest("hex") !== text.slice(0, nl)) return [];
   let parsed: { version: number; files: { file: string; size: number; blocks: { offset: number; data: string }[] }[] };
   try {
     parsed = JSON.parse(body) as typeof parsed;
   } catch {
-    return null;
+    return [];
   }
   if (parsed.version !== 2) {
     // Complete but of a format this version cannot apply: keep it, and say so.
     throw new ElfPatchError(ErrorCode.IO_WRITE, "Undo journal of an unsupported version; can't roll back");
   }
-  return parsed.files.map((f) => ({ file: f.file, size: f.size, blocks: f.blocks.map((b) => ({ offset: b.offset, data: Buffer.from(b.data, "base64") })) }));
-}
-
-/**
- * Writes and syncs one journal for all `items`; returns its path. `announce` hears the path before
- * anything is written (a worker tells the main thread, which rolls the journal back if the worker
- * dies: see Pool).
- */
-function writeJournal(items: InPlaceItem[], announce?: (journal: string) => void): { path: string; files: JournalFile[] } {
-  const dir = dirname(items[0]!.path);
-  const files = items.map((it) => undoFor(it.path, dir, it.edits, it.size, it.undo));
-  const bytes = encodeJournal(files);
-  let path: string;
-  let fd: number;
-  for (;;) {
-    counter++;
-    path = join(dir, `.elfpatch-${process.pid}-${threadId}-${counter}${UNDO_SUFFIX}`);
-    announce?.(path);
-    // Written under its final name: until the checksum at its end is on disk, recovery sees an
-    // incomplete journal and discards it (no file is touched before this returns).
-    try {
-      fd = openSync(path, "wx", 0o600);
-      break;
-    } catch (err) {
-      // A journal of an earlier process that had this pid, outside the batch: never overwritten.
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    }
-  }
-  try {
-    writeFully(fd, bytes, 0);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  syncDir(dir);
-  return { path, files };
+  const files = parsed.files.map((f) => ({ file: f.file, size: f.size, blocks: f.blocks.map((b) => ({ offset: b.offset, data: Buffer.from(b.data, "base64") })) }));
+  return [{ at: 0, files }];
 }
 
 function rollBack(dir: string, f: JournalFile): string {
@@ -249,57 +304,92 @@ function rollBack(dir: string, f: JournalFile): string {
 }
 
 /**
- * Edits every item's file in place under one undo journal. Returns, per item, null (done) or the
- * error that made it roll back (the other items are unaffected), and the journal when `defer`:
- * then the edited files are not synced one by one and the journal stays, for `commitJournals`
- * to make everything durable at once at the end of the batch (a group commit).
+ * A file whose rollback failed (an I/O error just after its edit) keeps its undo record in a
+ * journal of its own, which no commit removes: the next run (or `elfpatch recover`) rolls it back.
+ */
+function keepForRecovery(dir: string, f: JournalFile): void {
+  try {
+    const j = new UndoJournal();
+    j.append([{ path: join(dir, f.file), edits: [], newSize: f.size, size: f.size, undo: f.blocks }]);
+    j.edited = 1; // (kept: no commit removes it)
+    j.close();
+  } catch {
+    // Nothing more can be done here; the shared journal still holds the record until the commit.
+  }
+}
+
+/**
+ * Edits every item's file in place under one undo record, appended to `journal` (a batch thread's
+ * journal) or to a journal of its own. A file whose size or change time is no longer the planned
+ * one, or that cannot be opened for writing, gets its error and is left out of the record. Returns,
+ * per item, null (done) or the error that made it roll back (the other items are unaffected), and
+ * the journal to commit: with `defer`, the edited files are not synced one by one and the journal
+ * stays for `commitJournals` to make everything durable at once at the end of the batch (a group
+ * commit); without, each file is synced and a journal of its own removed.
  */
 export function writeEditsInPlace(
   items: InPlaceItem[],
   defer = false,
-  announce?: (journal: string) => void,
+  announce?: (place: RecordPlace) => void,
+  journal?: UndoJournal,
 ): { errors: (ErrorRecord | null)[]; journal: string | null } {
-  if (items.length === 0) return { errors: [], journal: null };
-  const { path: journal, files } = writeJournal(items, announce);
-  const dir = dirname(journal);
-  let keepJournal = defer;
-  let failedRollback = false;
-  const errors = items.map((it, i): ErrorRecord | null => {
-    let fd = -1;
-    let touched = false;
-    try {
-      fd = openSync(it.path, "r+"); // ETXTBSY for a running program: nothing written, nothing to undo
-      if (it.size !== undefined) checkUnchanged(fstatSync(fd), { size: it.size, ...(it.ctimeMs !== undefined ? { ctimeMs: it.ctimeMs } : {}) });
-      touched = true;
-      for (const e of it.edits) writeFully(fd, e.bytes, e.offset);
-      if (fstatSync(fd).size !== it.newSize) throw new ElfPatchError(ErrorCode.INTERNAL, "Edited file has an unexpected size");
-      it.verify?.(fd, it.newSize);
-      if (!defer) fdatasyncSync(fd);
-      return null;
-    } catch (err) {
-      if (fd >= 0) closeSync(fd);
-      fd = -1;
-      if (touched) {
+  const errors: (ErrorRecord | null)[] = items.map(() => null);
+  const fds: number[] = items.map(() => -1);
+  try {
+    // Opened and checked first: a file another writer changed since it was planned, or a running
+    // program (ETXTBSY), is not touched and stays out of the undo record.
+    const ready: number[] = [];
+    items.forEach((it, i) => {
+      try {
+        fds[i] = openSync(it.path, "r+");
+        if (it.size !== undefined) checkUnchanged(fstatSync(fds[i]!), { size: it.size, ...(it.ctimeMs !== undefined ? { ctimeMs: it.ctimeMs } : {}) });
+        ready.push(i);
+      } catch (err) {
+        errors[i] = toErrorRecord(err);
+      }
+    });
+    if (ready.length === 0) return { errors, journal: null };
+    const j = journal ?? new UndoJournal(announce);
+    const { files } = j.append(ready.map((i) => items[i]!));
+    const dir = j.dir!;
+    ready.forEach((i, k) => {
+      const it = items[i]!;
+      const fd = fds[i]!;
+      try {
+        for (const e of it.edits) writeFully(fd, e.bytes, e.offset);
+        // The size the edits leave (appended bytes end where the plan says the file ends).
+        let end = it.size ?? 0;
+        for (const e of it.edits) if (e.offset + e.bytes.length > end) end = e.offset + e.bytes.length;
+        if (it.size === undefined || end !== it.newSize) {
+          if (fstatSync(fd).size !== it.newSize) throw new ElfPatchError(ErrorCode.INTERNAL, "Edited file has an unexpected size");
+        }
+        it.verify?.(fd, it.newSize);
+        if (!defer) fdatasyncSync(fd);
+      } catch (err) {
+        errors[i] = toErrorRecord(err);
         try {
-          rollBack(dir, files[i]!);
+          rollBack(dir, files[k]!);
         } catch {
-          keepJournal = true; // the next run (or `elfpatch recover`) rolls this file back
-          failedRollback = true;
+          keepForRecovery(dir, files[k]!);
         }
       }
-      return toErrorRecord(err);
-    } finally {
-      if (fd >= 0) closeSync(fd);
+    });
+    const edited = ready.filter((i) => errors[i] === null).length;
+    j.edited += edited;
+    const path = j.path;
+    if (journal === undefined) {
+      // A journal of its own: done with it now (each file synced), unless a group commit is to end it.
+      j.close();
+      if (!defer && edited > 0) {
+        unlinkSync(path!);
+        syncDir(dir);
+        return { errors, journal: null };
+      }
     }
-  });
-  // Deferred, the journal waits for the group commit, unless no file of it was edited after all.
-  const pending = defer && errors.some((e) => e === null);
-  if (!keepJournal || (defer && !pending && !failedRollback)) {
-    unlinkSync(journal);
-    syncDir(dir);
-    return { errors, journal: null };
+    return { errors, journal: edited > 0 ? path : null };
+  } finally {
+    for (const fd of fds) if (fd >= 0) closeSync(fd);
   }
-  return { errors, journal: pending && !failedRollback ? journal : null };
 }
 
 /**
@@ -326,17 +416,42 @@ export function commitJournals(journals: string[], files: string[]): void {
 
 export type RecoverOutcome = "rolled-back" | "discarded";
 
-/** Rolls every file of the journal back to its original bytes (or drops an incomplete journal). */
+/**
+ * Rolls every file of the journal's complete records back to its original bytes, then removes
+ * the journal (one with no complete record was being started: no file was touched).
+ */
 export function recoverJournal(journal: string): { files: string[]; outcome: RecoverOutcome } {
-  const files = decodeJournal(readFileSync(journal));
-  if (!files) {
-    // Never completed (it is made durable before any edit), so no file was touched.
-    unlinkSync(journal);
-    return { files: [], outcome: "discarded" };
-  }
+  const records = readRecords(readFileSync(journal));
   const dir = dirname(journal);
-  const done = files.map((f) => rollBack(dir, f));
+  const done: string[] = [];
+  for (const r of records) for (const f of r.files) done.push(rollBack(dir, f));
   unlinkSync(journal);
   syncDir(dir);
-  return { files: done, outcome: "rolled-back" };
+  return { files: done, outcome: records.length ? "rolled-back" : "discarded" };
+}
+
+/**
+ * Undoes the record at `at` of a journal whose thread died while working on that record's files
+ * (the record is its thread's last): its files are rolled back and the journal is cut there (and
+ * removed when nothing is left before it). Earlier records stay for the batch's commit.
+ */
+export function undoRecord(journal: string, at: number): string[] {
+  const raw = readFileSync(journal);
+  const records = readRecords(raw, at);
+  const dir = dirname(journal);
+  const done: string[] = [];
+  for (const r of records) for (const f of r.files) done.push(rollBack(dir, f));
+  if (at <= MAGIC.length) {
+    unlinkSync(journal);
+    syncDir(dir);
+  } else {
+    const fd = openSync(journal, "r+");
+    try {
+      ftruncateSync(fd, at);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return done;
 }

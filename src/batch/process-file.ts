@@ -10,7 +10,7 @@ import type { EditRequest, ElfInfo, Strategy } from "../core/types.js";
 import { ElfPatchError, ErrorCode, toErrorRecord, type ErrorRecord } from "../errors.js";
 import { commitCopy, discardCopy, fsyncPath, prepareCopy, relinkAtomically, syncDir, syncFileSystems } from "../io/safe-write.js";
 import { computeRunpath, hasRpathPolicy, LibraryProbe, runpathRequest, type RpathPolicy } from "../policy/rpath.js";
-import { writeEditsInPlace } from "./journal.js";
+import { writeEditsInPlace, type UndoJournal } from "./journal.js";
 
 export interface BatchSpec {
   req: EditRequest;
@@ -302,21 +302,22 @@ export function writePlanned(
   spec: BatchSpec,
   keepInfo = false,
   defer = false,
-  announce?: (journal: string) => void,
+  journal?: UndoJournal,
 ): void {
   const inPlace = planned.filter((p) => p.plan && writesInPlace(spec, p));
   const dirs = new Set<string>();
   writeRenamedGroup(engine, planned.filter((p) => p.plan && !writesInPlace(spec, p)), keepInfo, dirs);
   // Deferred: the batch makes the renames durable once at its end (`commitRenames`).
   if (!defer) for (const d of dirs) syncDir(d);
-  const { errors, journal } = writeEditsInPlace(
+  const { errors, journal: pending } = writeEditsInPlace(
     inPlace.map((p) => ({
       path: p.rec.path, edits: p.plan!.edits, newSize: p.plan!.newSize, size: p.plan!.before.size, ...(p.ctimeMs !== undefined ? { ctimeMs: p.ctimeMs } : {}),
       undo: p.plan!.undo,
       ...withVerify(verifier(engine, p, keepInfo)),
     })),
     defer,
-    announce,
+    undefined,
+    journal,
   );
   inPlace.forEach((p, i) => {
     const err = errors[i];
@@ -326,7 +327,7 @@ export function writePlanned(
     } else {
       p.rec.status = "patched";
       p.rec.write = "in-place";
-      if (journal) p.rec.journal = journal;
+      if (pending) p.rec.journal = pending;
     }
   });
 }
@@ -346,8 +347,8 @@ export function processFile(
 }
 
 /**
- * Plans every file of a shard, then writes them (one journal for the in-place ones, whose path
- * `announce` hears before it is written).
+ * Plans every file of a shard, then writes them (the in-place ones under one undo record of
+ * `journal`, the thread's journal for the batch; of a journal of their own without).
  */
 export function processShard(
   engine: CoreEngine,
@@ -355,14 +356,14 @@ export function processShard(
   spec: BatchSpec,
   probe: LibraryProbe,
   onFile: (i: number) => void,
-  announce?: (journal: string) => void,
+  journal?: UndoJournal,
 ): FileRecord[] {
   const planned = files.map((f, i) => {
     const p = planOne(engine, f.path, spec, probe, false, f.links ?? []);
     if (!p.plan) onFile(i);
     return p;
   });
-  writePlanned(engine, planned, spec, false, true, announce);
+  writePlanned(engine, planned, spec, false, true, journal);
   planned.forEach((p, i) => p.plan && onFile(i));
   return planned.map((p) => p.rec);
 }

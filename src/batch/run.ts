@@ -211,9 +211,9 @@ async function workShards(
   track: boolean,
   started: Pool | null = null,
 ): Promise<FileRecord[]> {
-  const [{ CoreEngine }, { batchView, LibraryProbe }, { processShard }, { Pool }, { ShardQueue }] = await Promise.all([
+  const [{ CoreEngine }, { batchView, LibraryProbe }, { processShard }, { Pool }, { ShardQueue }, { UndoJournal }] = await Promise.all([
     import("../core/engine.js"), import("../policy/rpath.js"), import("./process-file.js"), import("../pool/pool.js"),
-    import("../pool/queue.js"),
+    import("../pool/queue.js"), import("./journal.js"),
   ]);
   const engine = CoreEngine.create();
   // The files this run opens, by the `dev:ino` the scan saw: a decision that looks at one of them
@@ -247,6 +247,8 @@ async function workShards(
   // Edits in place are made durable by one sync at the end of the batch; syncs in the background
   // while the batch goes on leave that one little to write.
   const background = spec.write === "in-place" && !spec.dryRun ? new BackgroundSync() : null;
+  // This thread's undo journal for the batch (a record per shard it edits in place).
+  const journal = new UndoJournal();
   const t1 = performance.now();
   let done = 0;
   try {
@@ -254,7 +256,7 @@ async function workShards(
       for (let c = queue.takeFront(); c !== null; c = queue.takeFront()) {
         const [start, end] = c;
         const shard = files.slice(start, end);
-        results.set(start, processShard(engine, shard, spec, probe, (k) => fileDone(start + k)));
+        results.set(start, processShard(engine, shard, spec, probe, (k) => fileDone(start + k), journal));
         done += shard.length;
         (pool as Pool | null)?.pump();
         if (background !== null) {
@@ -273,6 +275,7 @@ async function workShards(
       running.length = 0;
     }
   } finally {
+    journal.close();
     background?.close();
     if (pool !== null) await (pool as Pool).close();
     if (started !== null) await (started as Pool).close();

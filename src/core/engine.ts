@@ -278,6 +278,15 @@ export function symtabEdits(
   const word = is64 ? 8 : 4;
   const buf = new Uint8Array(Math.min(window, Math.max(1, f.count)) * ent);
   const view = new DataView(buf.buffer);
+  // Section indices read straight from the window where the file's byte order is this machine's
+  // (every entry's st_shndx is 2-byte aligned in it), through the DataView otherwise.
+  const native = le === (new Uint8Array(new Uint16Array([1]).buffer)[0] === 1);
+  const u16 = native ? new Uint16Array(buf.buffer) : null;
+  // Which section indices moved (st_shndx is 16 bits: an index past that moves no symbol).
+  let top = 0;
+  for (const i of f.deltas.keys()) if (i <= 0xffff && i > top) top = i;
+  const moved = new Uint8Array(top + 1);
+  for (const i of f.deltas.keys()) if (i <= 0xffff) moved[i] = 1;
   const out: Edit[] = [];
   // Entry 0 is the null symbol.
   for (let first = 1; first < f.count; ) {
@@ -286,8 +295,9 @@ export function symtabEdits(
     src.read(win, f.off + first * ent);
     for (let k = 0; k < n; k++) {
       const o = k * ent;
-      const delta = f.deltas.get(view.getUint16(o + shndxAt, le));
-      if (delta === undefined) continue;
+      const index = u16 !== null ? u16[(o + shndxAt) >> 1]! : view.getUint16(o + shndxAt, le);
+      if (index > top || moved[index] === 0) continue;
+      const delta = f.deltas.get(index)!;
       if (out.length >= MAX_SYMTAB_MOVES) throw new ElfPatchError(ErrorCode.ELF_TOO_LARGE, "Too many .symtab symbols in moved sections");
       const bytes = new Uint8Array(word);
       const nv = new DataView(bytes.buffer);

@@ -13,7 +13,7 @@ import { ElfPatchError, ErrorCode } from "../errors.js";
 import type { BatchSpec, FileRecord } from "../batch/process-file.js";
 import type { ScannedFile } from "../scan/walk.js";
 import type { Consulted } from "../shared/consulted.js";
-import { recoverJournal } from "../batch/journal.js";
+import { undoRecord, type RecordPlace } from "../batch/journal.js";
 import { STALE_TEMP, tempOwner } from "../batch/temp-names.js";
 import type { QueueMessage, QueueTask, ShardMessage, ShardResult, ShardTask } from "./worker.js";
 import type { ClaimPolicy, ShardQueue } from "./queue.js";
@@ -30,17 +30,18 @@ export interface PoolResult {
 }
 
 /**
- * Undoes what the dead worker `thread` left of a shard: rolls back the undo journals it announced
- * (files edited in place go back to their original bytes) and removes its temp files (copies and
- * journals being written) next to the shard's files. Returns false when something could not be
- * undone (the journal then stays for the end of the batch, or the next run, to roll back; its
- * files are not run again).
+ * Undoes what the dead worker `thread` left of a shard: rolls back the undo records it announced
+ * for the shard (files edited in place go back to their original bytes; its journal keeps the
+ * records of the shards it finished, for the batch's commit) and removes its temp copies next to
+ * the shard's files. Returns false when something could not be undone (the journal then stays for
+ * the end of the batch, or the next run, to roll back; its files are not run again).
  */
-function undoDeadShard(thread: number, journals: string[], paths: string[]): boolean {
+function undoDeadShard(thread: number, records: RecordPlace[], paths: string[]): boolean {
   let ok = true;
-  for (const j of journals) {
+  // Latest first: a journal is cut at each record undone.
+  for (const r of [...records].reverse()) {
     try {
-      if (existsSync(j)) recoverJournal(j);
+      if (existsSync(r.journal)) undoRecord(r.journal, r.at);
     } catch {
       ok = false;
     }
@@ -87,8 +88,8 @@ class Drain {
   /** The other end, for the worker's task. */
   readonly remote: MessagePort;
   thread: number | null = null;
-  /** Shards claimed and not yet done (by first file), with their end and the journals announced. */
-  readonly open = new Map<number, { end: number; journals: string[] }>();
+  /** Shards claimed and not yet done (by first file), with their end and the undo records announced. */
+  readonly open = new Map<number, { end: number; journals: RecordPlace[] }>();
   private current = -1;
   claimed = 0;
 
@@ -103,7 +104,7 @@ class Drain {
   }
 
   hear(m: QueueMessage): void {
-    if (typeof m === "number") this.fileAt(m);
+    if (Array.isArray(m)) for (const i of m) this.fileAt(i);
     else if ("claim" in m) {
       this.open.set(m.claim[0], { end: m.claim[1], journals: [] });
       this.current = m.claim[0];
@@ -186,7 +187,7 @@ export class Pool {
   ): Promise<void> {
     const { port1, port2 } = new MessageChannel();
     let thread: number | null = null;
-    const journals: string[] = [];
+    const journals: RecordPlace[] = [];
     const hear = (m: ShardMessage): void => {
       if (typeof m === "number") done(items[m]!.i);
       else if ("thread" in m) thread = m.thread;

@@ -12,6 +12,7 @@ import { processShard, type BatchSpec, type FileRecord } from "../batch/process-
 import { batchView, LibraryProbe } from "../policy/rpath.js";
 import { takeConsulted, trackConsulted, type Consulted } from "../shared/consulted.js";
 import { ShardQueue, type ClaimPolicy } from "./queue.js";
+import { UndoJournal, type RecordPlace } from "../batch/journal.js";
 
 export interface ShardTask {
   paths: string[];
@@ -31,7 +32,7 @@ export interface ShardTask {
 }
 
 /** A message of a shard's progress port. */
-export type ShardMessage = number | { thread: number } | { journal: string };
+export type ShardMessage = number | { thread: number } | { journal: RecordPlace };
 
 /** The whole batch's files (largest first), and the queue every thread claims shards of them from. */
 export interface QueueTask {
@@ -43,8 +44,9 @@ export interface QueueTask {
   spec: BatchSpec;
   /**
    * Hears, in this order: `{ thread }`, then per shard claimed `{ claim: [start, end] }` (indices
-   * into the batch's files), `{ journal }` before an undo journal is written, the index of each
-   * finished file (for progress), and `{ done: start, records, consulted }`.
+   * into the batch's files), `{ journal }` before an undo journal is written, the indices of the
+   * files finished so far (for progress: a list every PROGRESS_MS at most, and the rest before the
+   * shard's end), and `{ done: start, records, consulted }`.
    */
   port: MessagePort;
   track?: boolean;
@@ -53,10 +55,10 @@ export interface QueueTask {
 }
 
 export type QueueMessage =
-  | number
+  | number[]
   | { thread: number }
   | { claim: [number, number] }
-  | { journal: string }
+  | { journal: RecordPlace }
   | { done: number; records: FileRecord[]; consulted: Consulted | null };
 
 const data = workerData as { module: WebAssembly.Module };
@@ -86,10 +88,19 @@ export default function runShard(task: ShardTask): ShardResult {
   say({ thread: threadId });
   const files = task.paths.map((path, i) => ({ path, links: task.links?.[i] }));
   trackConsulted(task.track === true);
-  const records = processShard(engine, files, task.spec, probeFor(task.keys, task.spec), (i) => say(i), (journal) => say({ journal }));
+  const journal = new UndoJournal((place) => say({ journal: place }));
+  let records: FileRecord[];
+  try {
+    records = processShard(engine, files, task.spec, probeFor(task.keys, task.spec), (i) => say(i), journal);
+  } finally {
+    journal.close();
+  }
   if (dieAfterWriting !== null && task.paths.some((p) => basename(p) === dieAfterWriting)) process.exit(70);
   return { records, consulted: task.track ? takeConsulted() : null };
 }
+
+/** Most time between two progress messages of a worker. */
+const PROGRESS_MS = 100;
 
 /** Patches shards claimed from the back of the batch's queue until it is empty; returns how many. */
 export function drainQueue(task: QueueTask): number {
@@ -99,16 +110,33 @@ export function drainQueue(task: QueueTask): number {
   const queue = new ShardQueue(task.sizes, task.policy, task.queue);
   const probe = probeFor(task.keys, task.spec);
   let taken = 0;
+  // One undo journal for all the shards this thread edits in place (a record per shard).
+  const journal = new UndoJournal((place) => say({ journal: place }));
+  // Progress goes in lists: a message per file would cost the main thread as much to hear.
+  let finished: number[] = [];
+  let sent = performance.now();
+  const flush = (): void => {
+    if (finished.length === 0) return;
+    say(finished);
+    finished = [];
+    sent = performance.now();
+  };
   for (let c = queue.takeBack(); c !== null; c = queue.takeBack()) {
     const [start, end] = c;
     say({ claim: c });
     const files = [];
     for (let i = start; i < end; i++) files.push({ path: task.paths[i]!, links: task.links[i] });
     trackConsulted(task.track === true);
-    const records = processShard(engine, files, task.spec, probe, (k) => say(start + k), (journal) => say({ journal }));
+    const fileDone = (k: number): void => {
+      finished.push(start + k);
+      if (performance.now() - sent >= PROGRESS_MS) flush();
+    };
+    const records = processShard(engine, files, task.spec, probe, fileDone, journal);
+    flush();
     if (dieAfterWriting !== null && files.some((f) => basename(f.path) === dieAfterWriting)) process.exit(70);
     say({ done: start, records, consulted: task.track ? takeConsulted() : null });
     taken++;
   }
+  journal.close();
   return taken;
 }

@@ -234,18 +234,16 @@ function recoverAndCheck(target: string, where: string, viaRecover: boolean, pro
 }
 
 /**
- * Spawns the recipe and SIGKILLs it as soon as the `nth` new name (a journal, or a temp file being
- * written) shows up in `dir`: aims the kill at the moments a journal is being made.
+ * Spawns the recipe and SIGKILLs it at the `nth` event on a name that is not one of the files
+ * (a journal created, or a record appended to it): aims the kill at the moments an undo record is
+ * being written.
  */
 function runAndKillOnNewFile(dir: string, jobs: number, nth: number): Promise<{ killed: boolean }> {
   return new Promise((resolve, reject) => {
     const known = new Set(names);
     let seen = 0;
     const watcher = fs.watch(dir, (_event, name) => {
-      if (name && !known.has(name)) {
-        known.add(name);
-        if (++seen >= nth) child.kill("SIGKILL");
-      }
+      if (name && !known.has(name) && ++seen >= nth) child.kill("SIGKILL");
     });
     const child = spawn(process.execPath, [CLI, ...recipe(dir), "-j", String(jobs)], { stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
@@ -294,7 +292,7 @@ describe.skipIf(!READY)("patch --in-place under SIGKILL", () => {
     expect(rolledBack, "files rolled back from journals (runs caught mid-shard)").toBeGreaterThanOrEqual(1);
   }, 120_000);
 
-  it("killed the moment a journal (or its temp file) appears: the same guarantees", async () => {
+  it("killed the moment an undo journal is created or a record is appended to it: the same guarantees", async () => {
     const target = path.join(work, "target-watch");
     const problems: string[] = [];
     let killed = 0;
@@ -302,11 +300,11 @@ describe.skipIf(!READY)("patch --in-place under SIGKILL", () => {
     for (let round = 0; round < 8; round++) {
       freshCopy(target);
       const jobs = round % 4 < 2 ? 1 : 2;
-      const nth = 1 + (round >> 1) * 2; // the 1st, 3rd, 5th, 7th new name
+      const nth = 1 + (round >> 1) * 2; // the 1st, 3rd, 5th, 7th event on a journal
       const viaRecover = round % 2 === 0;
       const end = await runAndKillOnNewFile(target, jobs, nth);
       if (end.killed) killed++;
-      const where = `watch round ${round} (new name #${nth}, -j ${jobs}, ${viaRecover ? "recover" : "auto rollback"})`;
+      const where = `watch round ${round} (journal event #${nth}, -j ${jobs}, ${viaRecover ? "recover" : "auto rollback"})`;
       rolledBack += recoverAndCheck(target, where, viaRecover, problems).rolledBack;
     }
     console.log(`in-place-kill (watch): 8 rounds, ${killed} killed, ${rolledBack} rollbacks`);
