@@ -1,15 +1,7 @@
 #!/usr/bin/env node
 /** The `elfpatch` executable: runs the program, maps errors to exit codes (0 ok, 1 failures, 2 usage, 3 internal). */
-import { setFlagsFromString } from "node:v8";
 import { CommanderError } from "./commander.js";
 import { createProgram, type CliIo } from "./program.js";
-
-// A run is short and does the same small steps for thousands of files: V8's optimizing compiler
-// spends more CPU compiling them (on the cores the batch's threads use) than the compiled code
-// saves. Functions are optimized only after 8x the default amount of execution (132 KiB of
-// bytecode) here: an in-place batch of 3,156 files took 24-27 % less wall and CPU time. Set now
-// rather than on node's command line, which would cost node its startup code cache.
-setFlagsFromString("--interrupt-budget=1048576");
 
 // A reader that stops early (`elfpatch check --json | head`) is not an error: stop quietly.
 for (const stream of [process.stdout, process.stderr]) {

@@ -153,7 +153,7 @@ export class Pool {
       // current one is done, without the main thread (busy with shards of its own) dispatching it.
       concurrentTasksPerWorker: 1,
       // Workers keep little JS state (records of one shard): small heaps keep the batch's RSS flat.
-      resourceLimits: { maxYoungGenerationSizeMb: 16, maxOldGenerationSizeMb: 96 },
+      resourceLimits: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 96 },
     }));
   }
 

@@ -100,6 +100,7 @@ export function patchCommand(io: CliIo): Command {
       const { records, summary } = await runBatch(paths, batch, {
         ...(cache ? { cache } : {}),
         jobs: raw.jobs ?? availableParallelism(),
+        patientCompiler: true,
         scan: scanOpts,
         onStart: (files, bytes) => progress.start(files, bytes),
         onFile: (bytes) => progress.file(bytes),
