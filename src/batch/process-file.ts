@@ -8,7 +8,10 @@ import { dirname } from "node:path";
 import { CoreEngine, fdSource, type PlannedEdits } from "../core/engine.js";
 import type { EditRequest, ElfInfo, Strategy } from "../core/types.js";
 import { ElfPatchError, ErrorCode, toErrorRecord, type ErrorRecord } from "../errors.js";
-import { commitCopy, discardCopy, fsyncPath, prepareCopy, relinkAtomically, syncDir, syncFileSystems } from "../io/safe-write.js";
+import {
+  commitCopy, commitCopyAsync, discardCopy, fsyncPath, prepareCopy, prepareCopyAsync, relinkAtomically, syncDir, syncFileSystems,
+  type PlannedState,
+} from "../io/safe-write.js";
 import { computeRunpath, hasRpathPolicy, LibraryProbe, runpathRequest, type RpathPolicy } from "../policy/rpath.js";
 import { writeEditsInPlace, type UndoJournal } from "./journal.js";
 
@@ -205,73 +208,39 @@ function writesInPlace(spec: BatchSpec, p: PlannedFile): boolean {
  */
 const GROUP_SYNC_MIN = 8;
 
+/** A planned file's new version, made in a temp file next to it and not yet renamed over it. */
+interface Copy {
+  p: PlannedFile;
+  tmp: string;
+}
+
+const plannedOf = (p: PlannedFile): PlannedState => ({ size: p.plan!.before.size, ...(p.ctimeMs !== undefined ? { ctimeMs: p.ctimeMs } : {}) });
+
+function fail(p: PlannedFile, err: unknown): void {
+  p.rec.status = "failed";
+  p.rec.error = toErrorRecord(err);
+}
+
 /**
- * Writes planned files as new copies renamed over the originals, in three steps: every copy is
- * made and verified, all of them are made durable (one `syncfs`, or an fsync each for a small
- * group or where `sync -f` is unavailable), then each is renamed over its original unless that
- * changed meanwhile. A crash at any point leaves every path at either its old or its new version
- * (plus temp files the next run removes). In-batch hard links are pointed at the new version.
- * When the disk fills up with the group's copies, those made so far are put in place first and
- * the copy is tried again, so a nearly full disk costs syncs, not failures.
+ * Makes a copy of every file of the group (the original's bytes and mode, the edits), not yet
+ * durable. When the disk fills up, `full(copies)` must put the copies made so far in place (which
+ * frees their originals) and empty the list; the copy is then tried once more, as one copy at a
+ * time would have. On an unexpected throw no temp file is left.
  */
-function writeRenamedGroup(engine: CoreEngine, group: PlannedFile[], keepInfo: boolean, dirs: Set<string>): void {
-  const fsyncEach = group.length < GROUP_SYNC_MIN;
-  const plannedOf = (p: PlannedFile) => ({ size: p.plan!.before.size, ...(p.ctimeMs !== undefined ? { ctimeMs: p.ctimeMs } : {}) });
-  const fail = (p: PlannedFile, err: unknown) => {
-    p.rec.status = "failed";
-    p.rec.error = toErrorRecord(err);
-  };
-  const copies: { p: PlannedFile; tmp: string }[] = [];
+function makeCopies(engine: CoreEngine, group: PlannedFile[], keepInfo: boolean, full: (copies: Copy[]) => void): Copy[] {
+  const copies: Copy[] = [];
   const prepare = (p: PlannedFile): string =>
-    prepareCopy(p.rec.path, p.plan!.edits, p.plan!.newSize, verifier(engine, p, keepInfo), plannedOf(p), fsyncEach);
-  /** Makes the copies so far durable and renames them over their originals. */
-  const commitAll = (): void => {
-    if (!fsyncEach && copies.length && !syncFileSystems(copies.map((c) => dirname(c.tmp)))) {
-      for (let i = 0; i < copies.length; i++) {
-        const c = copies[i]!;
-        try {
-          fsyncPath(c.tmp);
-        } catch (err) {
-          discardCopy(c.tmp);
-          fail(c.p, err);
-          copies.splice(i--, 1);
-        }
-      }
-    }
-    while (copies.length) {
-      const { p, tmp } = copies.shift()!;
-      const rec = p.rec;
-      try {
-        commitCopy(tmp, rec.path, plannedOf(p), dirs);
-      } catch (err) {
-        discardCopy(tmp);
-        fail(p, err);
-        continue;
-      }
-      rec.write = "rename";
-      rec.status = "patched";
-      // Other links to the old inode inside the batch get the new version too (links outside,
-      // such as uv's cache, keep the old bytes).
-      try {
-        for (const other of p.links) relinkAtomically(rec.path, other);
-        if (p.links.length) rec.relinked = p.links;
-      } catch (err) {
-        rec.error = toErrorRecord(err);
-      }
-    }
-  };
+    prepareCopy(p.rec.path, p.plan!.edits, p.plan!.newSize, verifier(engine, p, keepInfo), plannedOf(p), false);
   try {
     for (const p of group) {
       try {
         copies.push({ p, tmp: prepare(p) });
       } catch (err) {
-        if (!noSpace(err) || copies.length === 0) {
+        if (!noSpace(err)) {
           fail(p, err);
           continue;
         }
-        // The disk is full of this group's copies: put them in place first (which frees their
-        // originals), then try once more, as one copy at a time would have.
-        commitAll();
+        full(copies);
         try {
           copies.push({ p, tmp: prepare(p) });
         } catch (again) {
@@ -279,7 +248,147 @@ function writeRenamedGroup(engine: CoreEngine, group: PlannedFile[], keepInfo: b
         }
       }
     }
-    commitAll();
+  } catch (err) {
+    for (const c of copies) discardCopy(c.tmp);
+    throw err;
+  }
+  return copies;
+}
+
+/** Most kernel copies or renames one thread keeps going at once (libuv's pool has 4 threads). */
+const IO_AHEAD = 4;
+
+/** Runs `fn` on every item, at most `limit` at once. */
+async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const run = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, run));
+}
+
+/**
+ * makeCopies with the kernel copies made on libuv's thread pool, IO_AHEAD at a time. Copies that
+ * found the disk full are made again one by one after `full` (see makeCopies).
+ */
+async function makeCopiesAsync(engine: CoreEngine, group: PlannedFile[], full: (copies: Copy[]) => void): Promise<Copy[]> {
+  const copies: Copy[] = [];
+  const again: PlannedFile[] = [];
+  try {
+    await eachLimit(group, IO_AHEAD, async (p) => {
+      try {
+        copies.push({ p, tmp: await prepareCopyAsync(p.rec.path, p.plan!.edits, p.plan!.newSize, verifier(engine, p, false), plannedOf(p)) });
+      } catch (err) {
+        if (noSpace(err)) again.push(p);
+        else fail(p, err);
+      }
+    });
+  } catch (err) {
+    for (const c of copies) discardCopy(c.tmp);
+    throw err;
+  }
+  if (again.length) {
+    // The disk is full: the copies made so far go in place first (freeing their originals), then
+    // the others are made one by one (see makeCopies).
+    full(copies);
+    copies.push(...makeCopies(engine, again, false, full));
+  }
+  return copies;
+}
+
+/** renameCopies with the renames made on libuv's thread pool, IO_AHEAD at a time. */
+async function renameCopiesAsync(copies: Copy[]): Promise<void> {
+  const list = copies.splice(0);
+  try {
+    await eachLimit(list, IO_AHEAD, async (c) => {
+      const { p, tmp } = c;
+      const rec = p.rec;
+      try {
+        await commitCopyAsync(tmp, rec.path, plannedOf(p));
+      } catch (err) {
+        discardCopy(tmp);
+        fail(p, err);
+        return;
+      }
+      c.tmp = ""; // in place
+      rec.write = "rename";
+      rec.status = "patched";
+      try {
+        for (const other of p.links) relinkAtomically(rec.path, other);
+        if (p.links.length) rec.relinked = p.links;
+      } catch (err) {
+        rec.error = toErrorRecord(err);
+      }
+    });
+  } finally {
+    for (const c of list) if (c.tmp !== "") copies.push(c); // not renamed (an unexpected throw): the caller discards them
+  }
+}
+
+/**
+ * Makes copies durable, unless `synced` (a `syncfs` that started after they were written has
+ * ended): one `syncfs`, or an fsync each for a few copies or where `sync -f` is unavailable. A copy
+ * that cannot be made durable is removed and its file fails.
+ */
+function syncCopies(copies: Copy[], synced = false): void {
+  if (synced || copies.length === 0) return;
+  if (copies.length >= GROUP_SYNC_MIN && syncFileSystems(copies.map((c) => dirname(c.tmp)))) return;
+  for (let i = 0; i < copies.length; i++) {
+    const c = copies[i]!;
+    try {
+      fsyncPath(c.tmp);
+    } catch (err) {
+      discardCopy(c.tmp);
+      fail(c.p, err);
+      copies.splice(i--, 1);
+    }
+  }
+}
+
+/**
+ * Renames durable copies over their originals (emptying the list), unless an original changed
+ * since it was planned; other links to the old inode inside the batch get the new version too
+ * (links outside, such as uv's cache, keep the old bytes).
+ */
+function renameCopies(copies: Copy[], dirs?: Set<string>): void {
+  while (copies.length) {
+    const { p, tmp } = copies.shift()!;
+    const rec = p.rec;
+    try {
+      commitCopy(tmp, rec.path, plannedOf(p), dirs);
+    } catch (err) {
+      discardCopy(tmp);
+      fail(p, err);
+      continue;
+    }
+    rec.write = "rename";
+    rec.status = "patched";
+    try {
+      for (const other of p.links) relinkAtomically(rec.path, other);
+      if (p.links.length) rec.relinked = p.links;
+    } catch (err) {
+      rec.error = toErrorRecord(err);
+    }
+  }
+}
+
+/**
+ * Writes planned files as new copies renamed over the originals, in three steps: every copy is
+ * made, all of them are made durable (one `syncfs`, or an fsync each for a small group or where
+ * `sync -f` is unavailable), then each is renamed over its original unless that changed
+ * meanwhile. A crash at any point leaves every path at either its old or its new version (plus
+ * temp files the next run removes). When the disk fills up with the group's copies, those made so
+ * far are put in place first and the copy is tried again, so a nearly full disk costs syncs, not
+ * failures.
+ */
+function writeRenamedGroup(engine: CoreEngine, group: PlannedFile[], keepInfo: boolean, dirs: Set<string>): void {
+  const copies = makeCopies(engine, group, keepInfo, (sofar) => {
+    syncCopies(sofar);
+    renameCopies(sofar, dirs);
+  });
+  try {
+    syncCopies(copies);
+    renameCopies(copies, dirs);
   } finally {
     // Only after an unexpected throw: no temp file outlives the group.
     for (const c of copies) discardCopy(c.tmp);
@@ -304,11 +413,16 @@ export function writePlanned(
   defer = false,
   journal?: UndoJournal,
 ): void {
-  const inPlace = planned.filter((p) => p.plan && writesInPlace(spec, p));
   const dirs = new Set<string>();
   writeRenamedGroup(engine, planned.filter((p) => p.plan && !writesInPlace(spec, p)), keepInfo, dirs);
   // Deferred: the batch makes the renames durable once at its end (`commitRenames`).
   if (!defer) for (const d of dirs) syncDir(d);
+  writeInPlace(engine, planned.filter((p) => p.plan && writesInPlace(spec, p)), keepInfo, defer, journal);
+}
+
+/** Edits files in their own inodes under one undo record (see writeEditsInPlace). */
+function writeInPlace(engine: CoreEngine, inPlace: PlannedFile[], keepInfo: boolean, defer: boolean, journal?: UndoJournal): void {
+  if (inPlace.length === 0) return;
   const { errors, journal: pending } = writeEditsInPlace(
     inPlace.map((p) => ({
       path: p.rec.path, edits: p.plan!.edits, newSize: p.plan!.newSize, size: p.plan!.before.size, ...(p.ctimeMs !== undefined ? { ctimeMs: p.ctimeMs } : {}),
@@ -330,6 +444,105 @@ export function writePlanned(
       if (pending) p.rec.journal = pending;
     }
   });
+}
+
+/** A sync of the file system holding a directory, that resolves true once it has ended (false: none was made). */
+export type SyncRequest = (dir: string) => Promise<boolean>;
+
+/**
+ * A thread's writer for a batch's shards: each shard is planned, its in-place files edited under
+ * the thread's journal, and its renamed copies made; those copies are made durable by a `syncfs`
+ * (`sync`) that runs while the thread plans and copies the next shard, and are renamed over their
+ * originals only once it has ended. So a thread never waits for the disk between two shards,
+ * and every rename still follows the durability of its copy. A shard's records are final (and
+ * given to its `done`) when its copies are in place: after the next shard's copies are made, or at
+ * `finish`.
+ */
+export class ShardWriter {
+  private pending: { copies: Copy[]; synced: Promise<boolean>; finish: () => void } | null = null;
+
+  constructor(
+    private readonly engine: CoreEngine,
+    private readonly spec: BatchSpec,
+    private readonly sync: SyncRequest | null,
+    private readonly journal?: UndoJournal,
+  ) {}
+
+  async shard(
+    files: { path: string; links?: string[] | undefined }[],
+    probe: LibraryProbe,
+    onFile: (i: number) => void,
+    done: (records: FileRecord[]) => void,
+  ): Promise<void> {
+    const { engine, spec } = this;
+    const planned = files.map((f, i) => {
+      const p = planOne(engine, f.path, spec, probe, false, f.links ?? []);
+      if (!p.plan) onFile(i);
+      return p;
+    });
+    writeInPlace(engine, planned.filter((p) => p.plan && writesInPlace(spec, p)), false, true, this.journal);
+    const copies = await makeCopiesAsync(engine, planned.filter((p) => p.plan && !writesInPlace(spec, p)), (sofar) => {
+      // The disk is full: the copies waiting for their sync, and these, go in place now.
+      this.settleNow();
+      syncCopies(sofar);
+      renameCopies(sofar);
+    });
+    const synced = copies.length > 0 && this.sync !== null ? this.sync(dirname(copies[0]!.tmp)) : Promise.resolve(false);
+    await this.settle();
+    this.pending = {
+      copies,
+      synced,
+      finish: () => {
+        planned.forEach((p, i) => p.plan && onFile(i));
+        done(planned.map((p) => p.rec));
+      },
+    };
+  }
+
+  /** Puts the last shard's copies in place (after their sync). */
+  async finish(): Promise<void> {
+    await this.settle();
+  }
+
+  /** Removes copies not yet in place (after an error): their files stay as they were. */
+  abort(): void {
+    const p = this.pending;
+    this.pending = null;
+    if (p) for (const c of p.copies) discardCopy(c.tmp);
+  }
+
+  private async settle(): Promise<void> {
+    const p = this.pending;
+    if (p === null) return;
+    const synced = await p.synced;
+    if (this.pending !== p) return; // put in place meanwhile (settleNow)
+    this.pending = null;
+    try {
+      syncCopies(p.copies, synced);
+      await renameCopiesAsync(p.copies);
+    } finally {
+      for (const c of p.copies) discardCopy(c.tmp);
+    }
+    p.finish();
+  }
+
+  /** settle, without waiting for the sync under way (a full disk): a sync of its own. */
+  private settleNow(): void {
+    const p = this.pending;
+    if (p === null) return;
+    this.pending = null;
+    this.commit(p, false);
+  }
+
+  private commit(p: { copies: Copy[]; finish: () => void }, synced: boolean): void {
+    try {
+      syncCopies(p.copies, synced);
+      renameCopies(p.copies);
+    } finally {
+      for (const c of p.copies) discardCopy(c.tmp);
+    }
+    p.finish();
+  }
 }
 
 /** Plans and writes one file (the single-file API). */

@@ -47,6 +47,8 @@ const EAGER_FILES = 256;
 
 /** Most bytes of files in one shard written as renamed copies (a larger file makes its own shard). */
 const SHARD_COPY_BYTES = 256 * 1024 * 1024;
+/** Fewest bytes of files in one shard written as renamed copies (while more are left). */
+const MIN_COPY_BYTES = 32 * 1024 * 1024;
 /** Most bytes of files in one shard edited in place (or planned only). */
 const SHARD_BYTES = 128 * 1024 * 1024;
 
@@ -161,9 +163,11 @@ async function scanAndRun(paths: string[], spec: BatchSpec, opts: BatchOptions, 
   const files = [...found.files].sort((a, b) => b.size - a.size || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   // A shard's plans are held until it is written (a moved table's copy among them: about a
   // library's .dynstr), so claims are guided by bytes too and hold at most SHARD_BYTES of files.
-  const policy: ClaimPolicy = {
-    threads: Math.max(1, opts.jobs), maxFiles: 256, maxBytes: spec.write === "in-place" || spec.dryRun ? SHARD_BYTES : SHARD_COPY_BYTES, byBytes: true,
-  };
+  // A claim of renamed copies costs a sync (the disk's cache flushed too): none smaller than
+  // MIN_COPY_BYTES while there is more.
+  const policy: ClaimPolicy = spec.write === "in-place" || spec.dryRun
+    ? { threads: Math.max(1, opts.jobs), maxFiles: 256, maxBytes: SHARD_BYTES, byBytes: true }
+    : { threads: Math.max(1, opts.jobs), maxFiles: 256, maxBytes: SHARD_COPY_BYTES, byBytes: true, minBytes: MIN_COPY_BYTES };
   // The code that opens and patches files is loaded only when there is a file to open (a re-run
   // answered from the result cache needs none of it).
   let notElf = 0;
@@ -239,7 +243,7 @@ async function workShards(
   track: boolean,
   started: Pool | null = null,
 ): Promise<FileRecord[]> {
-  const [{ CoreEngine }, { batchView, LibraryProbe }, { processShard }, { Pool }, { ShardQueue }, { UndoJournal }, { BackgroundSync }] = await Promise.all([
+  const [{ CoreEngine }, { batchView, LibraryProbe }, { ShardWriter }, { Pool }, { ShardQueue }, { UndoJournal }, { BackgroundSync }] = await Promise.all([
     import("../core/engine.js"), import("../policy/rpath.js"), import("./process-file.js"), import("../pool/pool.js"),
     import("../pool/queue.js"), import("./journal.js"), import("../io/background-sync.js"),
   ]);
@@ -272,11 +276,13 @@ async function workShards(
     for (let i = 0; i < workers; i++) running.push(p.drain(files, queue, policy, spec, fileDone, sink, track));
   };
   if (workers > 0 && (started !== null || files.length >= EAGER_FILES)) await startPool();
-  // Edits in place are made durable by one sync at the end of the batch; syncs in the background
-  // while the batch goes on leave that one little to write.
-  const background = spec.write === "in-place" && !spec.dryRun ? new BackgroundSync() : null;
+  // Syncs while the batch goes on: edits in place are made durable by one sync at the end of the
+  // batch, which background syncs leave little to write; renamed copies are made durable while
+  // the next shard is planned and copied (ShardWriter).
+  const background = spec.dryRun ? null : new BackgroundSync();
   // This thread's undo journal for the batch (a record per shard it edits in place).
   const journal = new UndoJournal();
+  const writer = new ShardWriter(engine, spec, background !== null && spec.write !== "in-place" ? (d) => background.request(d) : null, journal);
   const t1 = performance.now();
   let done = 0;
   try {
@@ -284,11 +290,11 @@ async function workShards(
       for (let c = queue.takeFront(); c !== null; c = queue.takeFront()) {
         const [start, end] = c;
         const shard = files.slice(start, end);
-        results.set(start, processShard(engine, shard, spec, probe, (k) => fileDone(start + k), journal));
+        await writer.shard(shard, probe, (k) => fileDone(start + k), (recs) => results.set(start, recs));
         done += shard.length;
         (pool as Pool | null)?.pump();
-        if (background !== null) {
-          if (!background.busy) background.request(dirname(shard[0]!.path));
+        if (background !== null && spec.write === "in-place") {
+          if (!background.busy) void background.request(dirname(shard[0]!.path));
           await new Promise<void>((r) => setImmediate(r)); // hear the helper's answers
         }
         const elapsed = performance.now() - t1;
@@ -296,6 +302,7 @@ async function workShards(
           await startPool();
         }
       }
+      await writer.finish();
       await Promise.all(running);
       await background?.settled();
       // Workers that kept dying before claiming anything leave the rest to this thread.
@@ -303,6 +310,7 @@ async function workShards(
       running.length = 0;
     }
   } finally {
+    writer.abort(); // (after an unexpected throw: no temp copy left)
     journal.close();
     background?.close();
     if (pool !== null) await (pool as Pool).close();

@@ -8,8 +8,9 @@
 import { spawnSync } from "node:child_process";
 import {
   chmodSync, closeSync, constants, copyFileSync, fchmodSync, fchownSync, fstatSync, fsyncSync, linkSync, openSync, renameSync,
-  statSync, unlinkSync, writeSync,
+  statSync, unlinkSync, writeSync, type Stats,
 } from "node:fs";
+import { copyFile, rename } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { threadId } from "node:worker_threads";
 import { ElfPatchError, ErrorCode } from "../errors.js";
@@ -51,16 +52,62 @@ export function prepareCopy(
   sync = true,
 ): string {
   const tmp = tempPathFor(target);
-  let fd = -1;
   try {
     const st = statSync(target);
     checkUnchanged(st, planned);
     copyFileSync(target, tmp, constants.COPYFILE_FICLONE);
-    // The copy has the original's mode; a read-only file must still be writable to us while we edit it.
-    chmodSync(tmp, (st.mode & 0o7777) | 0o200);
-    fd = openSync(tmp, "r+");
-    for (const e of edits) writeFully(fd, e.bytes, e.offset);
-    if (fstatSync(fd).size !== newSize) throw new ElfPatchError(ErrorCode.INTERNAL, "Edited file has an unexpected size");
+    editCopy(tmp, st, edits, newSize, verify, sync);
+    return tmp;
+  } catch (err) {
+    discardCopy(tmp);
+    throw err;
+  }
+}
+
+/**
+ * prepareCopy with the copy itself made on libuv's thread pool: a thread can keep several copies
+ * going (the kernel copy mostly waits for the disk and the page cache) while it works on others.
+ */
+export async function prepareCopyAsync(
+  target: string,
+  edits: Edit[],
+  newSize: number,
+  verify: ((fd: number, size?: number) => void) | undefined,
+  planned?: PlannedState,
+): Promise<string> {
+  const tmp = tempPathFor(target);
+  try {
+    const st = statSync(target);
+    checkUnchanged(st, planned);
+    await copyFile(target, tmp, constants.COPYFILE_FICLONE);
+    editCopy(tmp, st, edits, newSize, verify, false);
+    return tmp;
+  } catch (err) {
+    discardCopy(tmp);
+    throw err;
+  }
+}
+
+/** The copy's edits, owner and mode (those of `st`, the original), and its check. */
+function editCopy(
+  tmp: string,
+  st: Stats,
+  edits: Edit[],
+  newSize: number,
+  verify: ((fd: number, size?: number) => void) | undefined,
+  sync: boolean,
+): void {
+  // The copy has the original's mode; a read-only file must still be writable to us while we edit it.
+  if ((st.mode & 0o200) === 0) chmodSync(tmp, (st.mode & 0o7777) | 0o200);
+  const fd = openSync(tmp, "r+");
+  try {
+    let end = st.size;
+    for (const e of edits) {
+      writeFully(fd, e.bytes, e.offset);
+      if (e.offset + e.bytes.length > end) end = e.offset + e.bytes.length;
+    }
+    // The size the edits leave (appended bytes end where the plan says the file ends).
+    if (end !== newSize && fstatSync(fd).size !== newSize) throw new ElfPatchError(ErrorCode.INTERNAL, "Edited file has an unexpected size");
     if (st.uid !== process.getuid?.() || st.gid !== process.getgid?.()) {
       try {
         fchownSync(fd, st.uid, st.gid);
@@ -68,17 +115,15 @@ export function prepareCopy(
         // Not permitted for an unprivileged user; the file then belongs to the user running elfpatch.
       }
     }
-    // After the chown, which clears setuid/setgid: the original mode, bits included.
-    fchmodSync(fd, st.mode & 0o7777);
+    // After the chown, which clears setuid/setgid: the original mode, bits included (the copy has
+    // it already unless the chown or the chmod above changed it).
+    if (st.uid !== process.getuid?.() || st.gid !== process.getgid?.() || (st.mode & 0o200) === 0 || (st.mode & 0o6000) !== 0) {
+      fchmodSync(fd, st.mode & 0o7777);
+    }
     if (sync) fsyncSync(fd);
     verify?.(fd, newSize);
+  } finally {
     closeSync(fd);
-    fd = -1;
-    return tmp;
-  } catch (err) {
-    if (fd >= 0) closeSync(fd);
-    discardCopy(tmp);
-    throw err;
   }
 }
 
@@ -94,6 +139,15 @@ export function commitCopy(tmp: string, target: string, planned?: PlannedState, 
   renameSync(tmp, target);
   if (dirs) dirs.add(dirname(target));
   else syncDir(dirname(target));
+}
+
+/**
+ * commitCopy with the rename made on libuv's thread pool (replacing a file frees the old version's
+ * blocks: a thread can keep several going). The caller makes the directory entries durable.
+ */
+export async function commitCopyAsync(tmp: string, target: string, planned?: PlannedState): Promise<void> {
+  checkUnchanged(statSync(target), planned);
+  await rename(tmp, target);
 }
 
 /** Removes a temp file of `prepareCopy` (nothing if it is gone). */

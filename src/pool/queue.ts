@@ -23,6 +23,11 @@ export interface ClaimPolicy {
   maxBytes?: number;
   /** Guide claims by bytes left as well as by files left (when the work goes with the bytes). */
   byBytes?: boolean;
+  /**
+   * Fewest bytes of files in one claim while enough are left (a claim costs a sync: the last claims
+   * are not made smaller than this).
+   */
+  minBytes?: number;
 }
 
 export class ShardQueue {
@@ -45,6 +50,7 @@ export class ShardQueue {
       maxFiles: Math.max(1, policy.maxFiles),
       maxBytes: policy.maxBytes ?? Infinity,
       byBytes: policy.byBytes ?? false,
+      minBytes: policy.minBytes ?? 0,
     };
     if (buffer) {
       this.word = new BigInt64Array(buffer, 0, 1);
@@ -89,21 +95,24 @@ export class ShardQueue {
 
   /** How many files a claim at one end of `[f, b)` takes (at least one). */
   private claimSize(f: number, b: number, front: boolean): number {
-    const { threads, maxFiles, maxBytes, byBytes } = this.policy;
+    const { threads, maxFiles, maxBytes, byBytes, minBytes } = this.policy;
     const left = b - f;
+    const p = this.prefix;
+    const bytesOf = (i: number): number => (front ? p[f + i]! - p[f]! : p[b]! - p[b - i]!);
     let k = Math.min(maxFiles, Math.max(1, Math.ceil(left / (threads * GUIDE))));
     let limit = maxBytes;
-    if (byBytes) limit = Math.min(limit, Math.max(1, Math.ceil((this.prefix[b]! - this.prefix[f]!) / (threads * GUIDE))));
-    if (limit === Infinity) return k;
-    // Fewer files when their bytes pass the limit (one file at least, however big).
-    const p = this.prefix;
-    for (let i = 1; i <= k; i++) {
-      const bytes = front ? p[f + i]! - p[f]! : p[b]! - p[b - i]!;
-      if (bytes > limit) {
-        k = Math.max(1, i - 1);
-        break;
+    if (byBytes) limit = Math.min(limit, Math.max(minBytes, Math.ceil((p[b]! - p[f]!) / (threads * GUIDE))));
+    if (limit !== Infinity) {
+      // Fewer files when their bytes pass the limit (one file at least, however big).
+      for (let i = 1; i <= k; i++) {
+        if (bytesOf(i) > limit) {
+          k = Math.max(1, i - 1);
+          break;
+        }
       }
     }
+    // More files while the claim holds fewer than minBytes (within the file and byte limits).
+    while (k < left && k < maxFiles && bytesOf(k) < minBytes && bytesOf(k + 1) <= maxBytes) k++;
     return k;
   }
 }

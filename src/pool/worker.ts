@@ -8,7 +8,8 @@
 import { basename } from "node:path";
 import { threadId, workerData, type MessagePort } from "node:worker_threads";
 import { CoreEngine } from "../core/engine.js";
-import { processShard, type BatchSpec, type FileRecord } from "../batch/process-file.js";
+import { processShard, ShardWriter, type BatchSpec, type FileRecord } from "../batch/process-file.js";
+import { BackgroundSync } from "../io/background-sync.js";
 import { batchView, LibraryProbe } from "../policy/rpath.js";
 import { takeConsulted, trackConsulted, type Consulted } from "../shared/consulted.js";
 import { ShardQueue, type ClaimPolicy } from "./queue.js";
@@ -103,7 +104,7 @@ export default function runShard(task: ShardTask): ShardResult {
 const PROGRESS_MS = 100;
 
 /** Patches shards claimed from the back of the batch's queue until it is empty; returns how many. */
-export function drainQueue(task: QueueTask): number {
+export async function drainQueue(task: QueueTask): Promise<number> {
   const port = task.port;
   const say = (m: QueueMessage): void => port.postMessage(m);
   say({ thread: threadId });
@@ -112,6 +113,9 @@ export function drainQueue(task: QueueTask): number {
   let taken = 0;
   // One undo journal for all the shards this thread edits in place (a record per shard).
   const journal = new UndoJournal((place) => say({ journal: place }));
+  // Renamed copies are made durable by a sync that runs while the next shard is worked on.
+  const background = task.spec.write !== "in-place" && !task.spec.dryRun ? new BackgroundSync() : null;
+  const writer = new ShardWriter(engine, task.spec, background !== null ? (d) => background.request(d) : null, journal);
   // Progress goes in lists: a message per file would cost the main thread as much to hear.
   let finished: number[] = [];
   let sent = performance.now();
@@ -121,22 +125,29 @@ export function drainQueue(task: QueueTask): number {
     finished = [];
     sent = performance.now();
   };
-  for (let c = queue.takeBack(); c !== null; c = queue.takeBack()) {
-    const [start, end] = c;
-    say({ claim: c });
-    const files = [];
-    for (let i = start; i < end; i++) files.push({ path: task.paths[i]!, links: task.links[i] });
-    trackConsulted(task.track === true);
-    const fileDone = (k: number): void => {
-      finished.push(start + k);
-      if (performance.now() - sent >= PROGRESS_MS) flush();
-    };
-    const records = processShard(engine, files, task.spec, probe, fileDone, journal);
-    flush();
-    if (dieAfterWriting !== null && files.some((f) => basename(f.path) === dieAfterWriting)) process.exit(70);
-    say({ done: start, records, consulted: task.track ? takeConsulted() : null });
-    taken++;
+  try {
+    for (let c = queue.takeBack(); c !== null; c = queue.takeBack()) {
+      const [start, end] = c;
+      say({ claim: c });
+      const files = [];
+      for (let i = start; i < end; i++) files.push({ path: task.paths[i]!, links: task.links[i] });
+      trackConsulted(task.track === true);
+      const fileDone = (k: number): void => {
+        finished.push(start + k);
+        if (performance.now() - sent >= PROGRESS_MS) flush();
+      };
+      await writer.shard(files, probe, fileDone, (records) => {
+        flush();
+        say({ done: start, records, consulted: task.track ? takeConsulted() : null });
+      });
+      if (dieAfterWriting !== null && files.some((f) => basename(f.path) === dieAfterWriting)) process.exit(70);
+      taken++;
+    }
+    await writer.finish();
+  } finally {
+    writer.abort();
+    background?.close();
+    journal.close();
   }
-  journal.close();
   return taken;
 }

@@ -1,9 +1,9 @@
 /**
- * The default mode makes a shard's copies before it renames any of them, so it needs more free
- * space at once than one copy at a time. On a disk with room for the originals and two copies,
- * groups of nine files must still be patched: when a copy hits ENOSPC, the copies made so far are
- * put in place (freeing their originals) and the copy is tried again. Nothing fails, no temp file
- * is left, and each file is the version a roomy disk gives.
+ * The default mode makes a shard's copies (several at once) before it renames any of them, so it
+ * needs more free space at once than one copy at a time. On a disk with room for the originals
+ * and two copies, a shard of all 72 files must still be patched: when copies hit ENOSPC, the
+ * copies made so far are put in place (freeing their originals) and the others are made again
+ * one by one. Nothing fails, no temp file is left, and each file is the version a roomy disk gives.
  *
  * Needs a small tmpfs (mount, so root with CAP_SYS_ADMIN); skipped where mounting is refused.
  */
@@ -17,7 +17,7 @@ import { repoRoot } from "../support/fixtures.js";
 
 const CLI = path.join(repoRoot, "build", "js", "cli", "main.js");
 const LIB = "/usr/lib/x86_64-linux-gnu/libz.so.1";
-/** Shards hold about an eighth of a batch's bytes (per thread): 72 equal files make groups of 9. */
+/** A shard of renamed copies holds at least 32 MB of files: these 72 (8 MB) are one shard. */
 const FILES = 72;
 const RPATH = "/opt/elfpatch-disk-full/a/run/path/long/enough/to/make/the/string/table/move/lib";
 
