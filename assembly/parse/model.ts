@@ -84,7 +84,8 @@ export class Elf {
   verneeds: Verneed[] = [];
   verneedOff: u64 = 0;
   /** Whether the Verneed table is laid out as linkers write it: each entry followed by its aux entries. */
-  verneedCompact: bool = true;
+  /** File offsets of every Verneed and Vernaux entry read (16 bytes each), in chain order. */
+  verneedEntries: u64[] = [];
   /** File offset of the `sh_info` field of the `SHT_GNU_verneed` section header, or 0. */
   verneedShInfoOff: u64 = 0;
   /** `DT_VERSYM` table offset (valid when versymCount > 0). */

@@ -38,9 +38,8 @@ function parseVerneed(elf: Elf): void {
   const count = <u32>elf.dynVal(DT_VERNEEDNUM, 0);
   elf.verneedOff = o;
   let budget = MAX_ENTRIES;
-  let expect = o; // where the next entry sits in the compact layout linkers write
   for (let i: u32 = 0; i < count; i++) {
-    if (o != expect) elf.verneedCompact = false;
+    elf.verneedEntries.push(o);
     // Elf_Verneed: u16 vn_version, vn_cnt; u32 vn_file, vn_aux, vn_next (16 bytes, both classes)
     if (!img.at(o, 16)) return;
     if (img.u16(o) != 1 || budget == 0) {
@@ -53,10 +52,8 @@ function parseVerneed(elf: Elf): void {
     if (!checkName(elf, file)) return;
     const vn = new Verneed(o + 4, file);
     let a = o + <u64>img.u32(o + 8);
-    expect = o + 16;
     for (let j: u32 = 0; j < cnt; j++) {
-      if (a != expect) elf.verneedCompact = false;
-      expect = a + 16;
+      elf.verneedEntries.push(a);
       // Elf_Vernaux: u32 vna_hash; u16 vna_flags, vna_other; u32 vna_name, vna_next (16 bytes)
       if (!img.at(a, 16)) return;
       if (budget == 0) {

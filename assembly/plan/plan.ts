@@ -151,7 +151,7 @@ function removeNeeded(p: Plan, x: Str): Status {
     }
   }
   if (!p.vnDirty) return Status.Ok;
-  if (!elf.verneedCompact) return Status.BadVersionTable;
+  if (!verneedDense(elf)) return Status.BadVersionTable;
   // With no Verneed and no Verdef left, ld.so allocates no version array but would still index it
   // through DT_VERSYM: drop DT_VERSYM too (every symbol is unversioned by then).
   const dropVersym = remaining == 0 && !elf.hasTag(DT_VERDEF);
@@ -169,6 +169,28 @@ function removeNeeded(p: Plan, x: Str): Status {
     if (remaining == 0 && (e.tag == DT_VERNEED || e.tag == DT_VERNEEDNUM)) p.remove(j);
   }
   return Status.Ok;
+}
+
+/**
+ * Whether the Verneed entries fill their table exactly: each entry (16 bytes) lies on a 16-byte
+ * step of `[start, start + 16 × entries)` and no two share one. Then the table can be written
+ * again, compactly (each Verneed followed by its Vernaux entries, as linkers do), in the same
+ * bytes, whatever its layout was (patchelf writes all Verneed entries first, then all Vernaux).
+ */
+function verneedDense(elf: Elf): bool {
+  const entries = elf.verneedEntries;
+  const n = entries.length;
+  if (n == 0) return true;
+  const start = elf.verneedOff;
+  const seen = new Array<bool>(n);
+  for (let i = 0; i < n; i++) {
+    const o = unchecked(entries[i]);
+    if (o < start || ((o - start) & 15) != 0) return false;
+    const k = (o - start) >> 4;
+    if (k >= <u64>n || unchecked(seen[<i32>k])) return false;
+    unchecked((seen[<i32>k] = true));
+  }
+  return true;
 }
 
 /** Points every `DT_NEEDED` and `vn_file` naming `old` at `nw` (patchelf updates both too). */
