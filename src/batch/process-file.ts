@@ -488,6 +488,13 @@ export class ShardWriter {
       renameCopies(sofar);
     });
     const synced = copies.length > 0 && this.sync !== null ? this.sync(dirname(copies[0]!.tmp)) : Promise.resolve(false);
+    // Written: the edits (a moved table's copy among them) need not wait for the renames in memory.
+    for (const p of planned) {
+      if (p.plan) {
+        p.plan.edits = [];
+        p.plan.undo = [];
+      }
+    }
     await this.settle();
     this.pending = {
       copies,

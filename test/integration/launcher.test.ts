@@ -2,10 +2,11 @@
  * The `elfpatch` command (package.json "bin": build/bin/elfpatch, a sh launcher for
  * build/js/cli/main.js): works through a symlink (as npm installs it in node_modules/.bin),
  * passes arguments and exit codes through, and drops NODE_EXTRA_CA_CERTS, which would make node
- * read a certificate bundle at every start (elfpatch makes no TLS connection).
+ * read a certificate bundle at every start (elfpatch makes no TLS connection); with --json, caps
+ * the main thread's young generation.
  */
 import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -57,5 +58,17 @@ describe("the elfpatch command", () => {
     const launched = spawnSync(LAUNCHER, ["--version"], { encoding: "utf8", env });
     expect(launched.status).toBe(0);
     expect(launched.stderr).toBe("");
+  });
+
+  it("caps the young generation for --json (the after-patch resolution runs in the main thread), and only then", () => {
+    // The launcher next to a main.js that shows node's options.
+    const fake = join(dir, "fake");
+    mkdirSync(join(fake, "bin"), { recursive: true });
+    mkdirSync(join(fake, "js", "cli"), { recursive: true });
+    copyFileSync(LAUNCHER, join(fake, "bin", "elfpatch"));
+    writeFileSync(join(fake, "js", "cli", "main.js"), "console.log(JSON.stringify([process.execArgv, process.argv.slice(2)]));\n");
+    const run = (args: string[]) => JSON.parse(spawnSync(join(fake, "bin", "elfpatch"), args, { encoding: "utf8" }).stdout) as [string[], string[]];
+    expect(run(["patch", "--json", "x y"])).toEqual([["--max-semi-space-size=4"], ["patch", "--json", "x y"]]);
+    expect(run(["patch", "x"])).toEqual([[], ["patch", "x"]]);
   });
 });
