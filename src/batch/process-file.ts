@@ -446,6 +446,9 @@ function writeInPlace(engine: CoreEngine, inPlace: PlannedFile[], keepInfo: bool
   });
 }
 
+/** Most bytes of planned edits a thread holds before it writes them (see ShardWriter). */
+const HELD_BYTES = 8 * 1024 * 1024;
+
 /** A sync of the file system holding a directory, that resolves true once it has ended (false: none was made). */
 export type SyncRequest = (dir: string) => Promise<boolean>;
 
@@ -475,26 +478,44 @@ export class ShardWriter {
     done: (records: FileRecord[]) => void,
   ): Promise<void> {
     const { engine, spec } = this;
-    const planned = files.map((f, i) => {
-      const p = planOne(engine, f.path, spec, probe, false, f.links ?? []);
-      if (!p.plan) onFile(i);
-      return p;
-    });
-    writeInPlace(engine, planned.filter((p) => p.plan && writesInPlace(spec, p)), false, true, this.journal);
-    const copies = await makeCopiesAsync(engine, planned.filter((p) => p.plan && !writesInPlace(spec, p)), (sofar) => {
-      // The disk is full: the copies waiting for their sync, and these, go in place now.
-      this.settleNow();
-      syncCopies(sofar);
-      renameCopies(sofar);
-    });
-    const synced = copies.length > 0 && this.sync !== null ? this.sync(dirname(copies[0]!.tmp)) : Promise.resolve(false);
-    // Written: the edits (a moved table's copy among them) need not wait for the renames in memory.
-    for (const p of planned) {
-      if (p.plan) {
-        p.plan.edits = [];
-        p.plan.undo = [];
+    const planned: PlannedFile[] = [];
+    const copies: Copy[] = [];
+    // Planned files are written in groups of at most HELD_BYTES of edits (a moved table's copy is
+    // most of a big library's), so that a shard of big libraries is not all held in memory.
+    let from = 0;
+    let held = 0;
+    const write = async (): Promise<void> => {
+      const group = planned.slice(from);
+      from = planned.length;
+      held = 0;
+      writeInPlace(engine, group.filter((p) => p.plan && writesInPlace(spec, p)), false, true, this.journal);
+      copies.push(...(await makeCopiesAsync(engine, group.filter((p) => p.plan && !writesInPlace(spec, p)), (sofar) => {
+        // The disk is full: the copies waiting for their sync, and these, go in place now.
+        this.settleNow();
+        syncCopies(sofar);
+        renameCopies(sofar);
+      })));
+      // Written: the edits need not wait for the renames in memory.
+      for (const p of group) {
+        if (p.plan) {
+          p.plan.edits = [];
+          p.plan.undo = [];
+        }
       }
+    };
+    for (let i = 0; i < files.length; i++) {
+      const f = files[i]!;
+      const p = planOne(engine, f.path, spec, probe, false, f.links ?? []);
+      planned.push(p);
+      if (!p.plan) {
+        onFile(i);
+        continue;
+      }
+      for (const e of p.plan.edits) held += e.bytes.length;
+      if (held >= HELD_BYTES) await write();
     }
+    await write();
+    const synced = copies.length > 0 && this.sync !== null ? this.sync(dirname(copies[0]!.tmp)) : Promise.resolve(false);
     await this.settle();
     this.pending = {
       copies,

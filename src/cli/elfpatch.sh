@@ -10,7 +10,14 @@
 # young generation grow to 3 x 16 MB for that: capped at 4 MB semi-spaces, the peak RSS of a
 # 3,156-file patch --json went from 161-168 MB to 131-145 MB. (A V8 flag on node's command line
 # costs node its startup code cache, 15-35 ms: only for --json, which takes seconds anyway.)
+#
+# glibc's malloc keeps freed memory at the top of its heap up to a threshold that it raises as
+# large blocks come and go (to 64 MiB): a batch that reads and drops many buffers then keeps tens
+# of MB it no longer uses. A fixed 64 KiB threshold (which also keeps blocks of 128 KiB and more
+# in mappings of their own, returned at free) cut the peak RSS of a 3,156-file in-place patch from
+# 129-147 MB to 123-129 MB at the same speed. A value the caller set is kept.
 unset NODE_EXTRA_CA_CERTS
+export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-65536}"
 self=$(readlink -f "$0" 2>/dev/null) || self=$0
 main="$(dirname "$self")/../js/cli/main.js"
 for arg in "$@"; do

@@ -152,8 +152,9 @@ export class Pool {
       // Two shards per worker: the next one waits in the worker, which starts it the moment the
       // current one is done, without the main thread (busy with shards of its own) dispatching it.
       concurrentTasksPerWorker: 1,
-      // Workers keep little JS state (records of one shard): small heaps keep the batch's RSS flat.
-      resourceLimits: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 96 },
+      // Workers keep little JS state (records of one shard): small heaps keep the batch's RSS flat
+      // (a 4 MB young generation instead of 8: no slower, a few MB less per worker).
+      resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 96 },
     }));
   }
 

@@ -2,8 +2,9 @@
  * The `elfpatch` command (package.json "bin": build/bin/elfpatch, a sh launcher for
  * build/js/cli/main.js): works through a symlink (as npm installs it in node_modules/.bin),
  * passes arguments and exit codes through, and drops NODE_EXTRA_CA_CERTS, which would make node
- * read a certificate bundle at every start (elfpatch makes no TLS connection); with --json, caps
- * the main thread's young generation.
+ * read a certificate bundle at every start (elfpatch makes no TLS connection); sets glibc's
+ * malloc trim threshold unless the caller did; with --json, caps the main thread's young
+ * generation.
  */
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
@@ -70,5 +71,17 @@ describe("the elfpatch command", () => {
     const run = (args: string[]) => JSON.parse(spawnSync(join(fake, "bin", "elfpatch"), args, { encoding: "utf8" }).stdout) as [string[], string[]];
     expect(run(["patch", "--json", "x y"])).toEqual([["--max-semi-space-size=4"], ["patch", "--json", "x y"]]);
     expect(run(["patch", "x"])).toEqual([[], ["patch", "x"]]);
+  });
+
+  it("fixes glibc's malloc trim threshold, unless the caller set one", () => {
+    const fake = join(dir, "fake-env");
+    mkdirSync(join(fake, "bin"), { recursive: true });
+    mkdirSync(join(fake, "js", "cli"), { recursive: true });
+    copyFileSync(LAUNCHER, join(fake, "bin", "elfpatch"));
+    writeFileSync(join(fake, "js", "cli", "main.js"), "console.log(process.env.MALLOC_TRIM_THRESHOLD_ ?? '');\n");
+    const run = (env: NodeJS.ProcessEnv) => spawnSync(join(fake, "bin", "elfpatch"), ["patch"], { encoding: "utf8", env }).stdout.trim();
+    const { MALLOC_TRIM_THRESHOLD_: _, ...clean } = process.env;
+    expect(run(clean)).toBe("65536");
+    expect(run({ ...clean, MALLOC_TRIM_THRESHOLD_: "1048576" })).toBe("1048576");
   });
 });
