@@ -61,25 +61,27 @@ describe("the elfpatch command", () => {
     expect(launched.stderr).toBe("");
   });
 
-  it("caps the young generation for --json (the after-patch resolution runs in the main thread), and only then", () => {
-    // The launcher next to a main.js that shows node's options.
-    const fake = join(dir, "fake");
+  /** A copy of the launcher next to a main.js of this source; returns the launcher's path. */
+  const fakeLauncher = (name: string, mainSource: string): string => {
+    const fake = join(dir, name);
     mkdirSync(join(fake, "bin"), { recursive: true });
     mkdirSync(join(fake, "js", "cli"), { recursive: true });
     copyFileSync(LAUNCHER, join(fake, "bin", "elfpatch"));
-    writeFileSync(join(fake, "js", "cli", "main.js"), "console.log(JSON.stringify([process.execArgv, process.argv.slice(2)]));\n");
-    const run = (args: string[]) => JSON.parse(spawnSync(join(fake, "bin", "elfpatch"), args, { encoding: "utf8" }).stdout) as [string[], string[]];
+    writeFileSync(join(fake, "js", "cli", "main.js"), mainSource);
+    return join(fake, "bin", "elfpatch");
+  };
+
+  it("caps the young generation for --json (the after-patch resolution runs in the main thread), and only then", () => {
+    // The launcher next to a main.js that shows node's options.
+    const launcher = fakeLauncher("fake", "console.log(JSON.stringify([process.execArgv, process.argv.slice(2)]));\n");
+    const run = (args: string[]) => JSON.parse(spawnSync(launcher, args, { encoding: "utf8" }).stdout) as [string[], string[]];
     expect(run(["patch", "--json", "x y"])).toEqual([["--max-semi-space-size=4"], ["patch", "--json", "x y"]]);
     expect(run(["patch", "x"])).toEqual([[], ["patch", "x"]]);
   });
 
   it("fixes glibc's malloc trim threshold, unless the caller set one", () => {
-    const fake = join(dir, "fake-env");
-    mkdirSync(join(fake, "bin"), { recursive: true });
-    mkdirSync(join(fake, "js", "cli"), { recursive: true });
-    copyFileSync(LAUNCHER, join(fake, "bin", "elfpatch"));
-    writeFileSync(join(fake, "js", "cli", "main.js"), "console.log(process.env.MALLOC_TRIM_THRESHOLD_ ?? '');\n");
-    const run = (env: NodeJS.ProcessEnv) => spawnSync(join(fake, "bin", "elfpatch"), ["patch"], { encoding: "utf8", env }).stdout.trim();
+    const launcher = fakeLauncher("fake-env", "console.log(process.env.MALLOC_TRIM_THRESHOLD_ ?? '');\n");
+    const run = (env: NodeJS.ProcessEnv) => spawnSync(launcher, ["patch"], { encoding: "utf8", env }).stdout.trim();
     const { MALLOC_TRIM_THRESHOLD_: _, ...clean } = process.env;
     expect(run(clean)).toBe("65536");
     expect(run({ ...clean, MALLOC_TRIM_THRESHOLD_: "1048576" })).toBe("1048576");
