@@ -469,6 +469,8 @@ export class ShardWriter {
     private readonly spec: BatchSpec,
     private readonly sync: SyncRequest | null,
     private readonly journal?: UndoJournal,
+    /** Most bytes of planned edits held before they are written (tests lower it). */
+    private readonly heldBytes = HELD_BYTES,
   ) {}
 
   async shard(
@@ -512,7 +514,7 @@ export class ShardWriter {
         continue;
       }
       for (const e of p.plan.edits) held += e.bytes.length;
-      if (held >= HELD_BYTES) await write();
+      if (held >= this.heldBytes) await write();
     }
     await write();
     const synced = copies.length > 0 && this.sync !== null ? this.sync(dirname(copies[0]!.tmp)) : Promise.resolve(false);
