@@ -18,8 +18,14 @@
 # 129-147 MB to 123-129 MB at the same speed. A value the caller set is kept.
 unset NODE_EXTRA_CA_CERTS
 export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-65536}"
-self=$(readlink -f "$0" 2>/dev/null) || self=$0
-main="$(dirname "$self")/../js/cli/main.js"
+# Where main.js is, with shell builtins only unless the command is a symlink (as npm's
+# node_modules/.bin makes it): readlink and dirname would cost two more processes per run.
+self=$0
+if [ -L "$self" ]; then self=$(readlink -f "$self" 2>/dev/null) || self=$0; fi
+case $self in
+  */*) main="${self%/*}/../js/cli/main.js" ;;
+  *) main="../js/cli/main.js" ;;
+esac
 for arg in "$@"; do
   if [ "$arg" = "--json" ]; then exec node --max-semi-space-size=4 "$main" "$@"; fi
 done
