@@ -108,6 +108,41 @@ function byOffset(a: Chunk, b: Chunk): i32 {
  */
 const WRITE_GAP: usize = 4096;
 
+/**
+ * The first byte at or after `i` (before `n`) where chunk `c`'s working copy differs from its
+ * original; `n` if none. Equal bytes are skipped a word at a time: most of a copied chunk is
+ * unchanged.
+ */
+// @ts-ignore: decorator
+@inline function nextChange(c: Chunk, i: usize, n: usize): usize {
+  while (i < n) {
+    while (i + 8 <= n && load<u64>(c.work + i) == load<u64>(c.orig + i)) i += 8;
+    if (i >= n) break;
+    if (load<u8>(c.work + i) != load<u8>(c.orig + i)) return i;
+    i++;
+  }
+  return n;
+}
+
+/**
+ * The end of the changed run of chunk `c` that starts at `start`: the run goes on while another
+ * changed byte follows within `gap` unchanged bytes (before `n`).
+ */
+// @ts-ignore: decorator
+@inline function runEnd(c: Chunk, start: usize, n: usize, gap: usize): usize {
+  let end = start + 1;
+  let j = end;
+  while (j < n && j - end < gap) {
+    if (j + 8 <= n && j + 8 - end <= gap && load<u64>(c.work + j) == load<u64>(c.orig + j)) {
+      j += 8;
+      continue;
+    }
+    if (load<u8>(c.work + j) != load<u8>(c.orig + j)) end = j + 1;
+    j++;
+  }
+  return end;
+}
+
 /** A piece of a write: bytes `[start, end)` of chunk `c`. */
 class Piece {
   constructor(public c: Chunk, public start: usize, public end: usize) {}
@@ -141,25 +176,9 @@ function collectWrites(chunks: Chunk[]): Array<Array<Piece>> {
     const n = c.hi < <usize>c.len ? c.hi : <usize>c.len;
     let i: usize = c.lo;
     while (i < n) {
-      // Equal bytes are skipped a word at a time: most of a copied chunk is unchanged.
-      while (i + 8 <= n && load<u64>(c.work + i) == load<u64>(c.orig + i)) i += 8;
-      if (i >= n) break;
-      if (load<u8>(c.work + i) == load<u8>(c.orig + i)) {
-        i++;
-        continue;
-      }
-      const start = i;
-      let end = i + 1;
-      // The run goes on while changed bytes follow within WRITE_GAP.
-      let j = end;
-      while (j < n && j - end < WRITE_GAP) {
-        if (j + 8 <= n && j + 8 - end <= WRITE_GAP && load<u64>(c.work + j) == load<u64>(c.orig + j)) {
-          j += 8;
-          continue;
-        }
-        if (load<u8>(c.work + j) != load<u8>(c.orig + j)) end = j + 1;
-        j++;
-      }
+      const start = nextChange(c, i, n);
+      if (start >= n) break;
+      const end = runEnd(c, start, n, WRITE_GAP);
       if (cur !== null && joins(unchecked(cur[cur.length - 1]), c, start)) {
         const last = unchecked(cur[cur.length - 1]);
         if (last.c === c) last.end = end;
@@ -248,17 +267,9 @@ export function emitUndo(chunks: Chunk[]): Out {
     const n = c.hi < <usize>c.len ? c.hi : <usize>c.len;
     let i: usize = c.lo;
     while (i < n) {
-      while (i + 8 <= n && load<u64>(c.work + i) == load<u64>(c.orig + i)) i += 8;
-      if (i >= n) break;
-      if (load<u8>(c.work + i) == load<u8>(c.orig + i)) {
-        i++;
-        continue;
-      }
-      const start = i;
-      let end = i + 1;
-      for (let j = end; j < n && j - end < UNDO_GAP; j++) {
-        if (load<u8>(c.work + j) != load<u8>(c.orig + j)) end = j + 1;
-      }
+      const start = nextChange(c, i, n);
+      if (start >= n) break;
+      const end = runEnd(c, start, n, UNDO_GAP);
       out.f64(<f64>(c.off + <u64>start));
       out.u32(<u32>(end - start));
       out.u32(<u32>(c.orig + start));

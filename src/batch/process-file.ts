@@ -311,17 +311,26 @@ async function renameCopiesAsync(copies: Copy[]): Promise<void> {
         return;
       }
       c.tmp = ""; // in place
-      rec.write = "rename";
-      rec.status = "patched";
-      try {
-        for (const other of p.links) relinkAtomically(rec.path, other);
-        if (p.links.length) rec.relinked = p.links;
-      } catch (err) {
-        rec.error = toErrorRecord(err);
-      }
+      renamed(p);
     });
   } finally {
     for (const c of list) if (c.tmp !== "") copies.push(c); // not renamed (an unexpected throw): the caller discards them
+  }
+}
+
+/**
+ * A file whose copy was renamed over it: patched; other links to its old inode inside the batch
+ * get the new version too (a link that cannot be replaced is noted on the record).
+ */
+function renamed(p: PlannedFile): void {
+  const rec = p.rec;
+  rec.write = "rename";
+  rec.status = "patched";
+  try {
+    for (const other of p.links) relinkAtomically(rec.path, other);
+    if (p.links.length) rec.relinked = p.links;
+  } catch (err) {
+    rec.error = toErrorRecord(err);
   }
 }
 
@@ -361,14 +370,7 @@ function renameCopies(copies: Copy[], dirs?: Set<string>): void {
       fail(p, err);
       continue;
     }
-    rec.write = "rename";
-    rec.status = "patched";
-    try {
-      for (const other of p.links) relinkAtomically(rec.path, other);
-      if (p.links.length) rec.relinked = p.links;
-    } catch (err) {
-      rec.error = toErrorRecord(err);
-    }
+    renamed(p);
   }
 }
 

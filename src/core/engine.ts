@@ -346,42 +346,33 @@ function readRange(core: CoreExports, src: ByteSource, off: number, len: number)
 }
 
 /**
- * Reads the edit list: `[f64 off][u32 len][u32 ptr][u32 0][u32 0]` records pointing into the
- * core's memory. The bytes of all edits are copied out into one buffer.
+ * Reads byte runs from records of `stride` bytes that start `[f64 off][u32 len][u32 ptr]`, `ptr`
+ * pointing into the core's memory: the bytes of all runs are copied out into one buffer.
  */
-function decodeEdits(buffer: ArrayBuffer, ptr: number, len: number): Edit[] {
+function decodeRuns(buffer: ArrayBuffer, ptr: number, len: number, stride: number): { offset: number; bytes: Uint8Array }[] {
   const view = new DataView(buffer, ptr, len);
   const mem = new Uint8Array(buffer);
   let total = 0;
-  for (let at = 0; at + 24 <= len; at += 24) total += view.getUint32(at + 8, true);
+  for (let at = 0; at + stride <= len; at += stride) total += view.getUint32(at + 8, true);
   const copy = new Uint8Array(total);
-  const edits: Edit[] = [];
+  const out: { offset: number; bytes: Uint8Array }[] = [];
   let to = 0;
-  for (let at = 0; at + 24 <= len; at += 24) {
+  for (let at = 0; at + stride <= len; at += stride) {
     const n = view.getUint32(at + 8, true);
     const p = view.getUint32(at + 12, true);
     copy.set(mem.subarray(p, p + n), to);
-    edits.push({ offset: view.getFloat64(at, true), bytes: copy.subarray(to, to + n) });
-    to += n;
-  }
-  return edits;
-}
-
-/** Reads the undo runs: `[f64 off][u32 len][u32 orig]` records (the original bytes copied out). */
-function decodeUndo(buffer: ArrayBuffer, ptr: number, len: number): UndoRun[] {
-  const view = new DataView(buffer, ptr, len);
-  const mem = new Uint8Array(buffer);
-  let total = 0;
-  for (let at = 0; at + 16 <= len; at += 16) total += view.getUint32(at + 8, true);
-  const copy = new Uint8Array(total);
-  const out: UndoRun[] = [];
-  let to = 0;
-  for (let at = 0; at + 16 <= len; at += 16) {
-    const n = view.getUint32(at + 8, true);
-    const p = view.getUint32(at + 12, true);
-    copy.set(mem.subarray(p, p + n), to);
-    out.push({ offset: view.getFloat64(at, true), data: copy.subarray(to, to + n) });
+    out.push({ offset: view.getFloat64(at, true), bytes: copy.subarray(to, to + n) });
     to += n;
   }
   return out;
+}
+
+/** Reads the edit list: `[f64 off][u32 len][u32 ptr][u32 0][u32 0]` records. */
+function decodeEdits(buffer: ArrayBuffer, ptr: number, len: number): Edit[] {
+  return decodeRuns(buffer, ptr, len, 24);
+}
+
+/** Reads the undo runs: `[f64 off][u32 len][u32 orig]` records (the original bytes). */
+function decodeUndo(buffer: ArrayBuffer, ptr: number, len: number): UndoRun[] {
+  return decodeRuns(buffer, ptr, len, 16).map((r) => ({ offset: r.offset, data: r.bytes }));
 }

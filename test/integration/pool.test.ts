@@ -19,6 +19,23 @@ import type { ScannedFile } from "../../src/scan/walk.js";
 const HOST = "/usr/lib/x86_64-linux-gnu";
 const LIBS = ["libz.so.1", "libdl.so.2", "libutil.so.1", "libm.so.6"];
 
+/**
+ * After a worker died: the `n` files other than the one that killed it are patched (each with its
+ * journal waiting for the batch's group commit) with this run path; committing their journals
+ * leaves nothing of ours next to the files (the dead shards' journals were rolled back and removed).
+ */
+async function expectOthersPatched(records: FileRecord[], n: number, rpath: string, work: string): Promise<void> {
+  const others = records.filter((r) => r.status !== "failed");
+  expect(others).toHaveLength(n);
+  for (const r of others) {
+    expect(r.status).toBe("patched");
+    expect(r.journal).toBeDefined();
+    expect((await readelfInfo(r.path)).rpath).toBe(rpath);
+  }
+  commitJournals([...new Set(others.map((r) => r.journal!))], others.map((r) => r.path));
+  expect(readdirSync(work).filter((name) => name.includes(".elfpatch-"))).toEqual([]);
+}
+
 describe("worker pool", () => {
   let dir: string;
   let files: ScannedFile[];
@@ -88,17 +105,7 @@ describe("worker pool", () => {
       expect(byName.get(victim)!.error?.code).toBe("POOL_WORKER_CRASHED");
       expect(readFileSync(join(work, victim)).equals(readFileSync(join(HOST, victim)))).toBe(true);
       // Every other file was rolled back with the dead shard, then patched on its own.
-      const others = records.filter((r) => r.status !== "failed");
-      expect(others).toHaveLength(LIBS.length - 1);
-      for (const r of others) {
-        expect(r.status).toBe("patched");
-        expect(r.journal).toBeDefined(); // waiting for the batch's group commit
-        expect((await readelfInfo(r.path)).rpath).toBe("/opt/elfpatch-crash-test/lib");
-      }
-      commitJournals([...new Set(others.map((r) => r.journal!))], others.map((r) => r.path));
-      // Nothing of ours is left next to the files: the dead shards' journals were rolled back and
-      // removed, the committed ones removed.
-      expect(readdirSync(work).filter((n) => n.includes(".elfpatch-"))).toEqual([]);
+      await expectOthersPatched(records, LIBS.length - 1, "/opt/elfpatch-crash-test/lib", work);
     } finally {
       await pool.close();
       delete process.env.ELFPATCH_TEST_WORKER_DIES_AFTER;
@@ -165,14 +172,7 @@ describe("worker pool", () => {
       expect(byName.get(victim)!.status).toBe("failed");
       expect(byName.get(victim)!.error?.code).toBe("POOL_WORKER_CRASHED");
       expect(readFileSync(join(work, victim)).equals(readFileSync(join(HOST, victim)))).toBe(true);
-      const others = records.filter((r) => r.status !== "failed");
-      expect(others).toHaveLength(all.length - 1);
-      for (const r of others) {
-        expect(r.status).toBe("patched");
-        expect((await readelfInfo(r.path)).rpath).toBe("/opt/elfpatch-drain-test/lib");
-      }
-      commitJournals([...new Set(others.map((r) => r.journal!))], others.map((r) => r.path));
-      expect(readdirSync(work).filter((n) => n.includes(".elfpatch-"))).toEqual([]);
+      await expectOthersPatched(records, all.length - 1, "/opt/elfpatch-drain-test/lib", work);
     } finally {
       await pool.close();
       delete process.env.ELFPATCH_TEST_WORKER_DIES_AFTER;
