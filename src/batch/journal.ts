@@ -22,7 +22,7 @@ import { dirname, join, relative } from "node:path";
 import { threadId } from "node:worker_threads";
 import { ElfPatchError, ErrorCode, toErrorRecord, type ErrorRecord } from "../errors.js";
 import type { Edit, UndoRun } from "../core/types.js";
-import { checkUnchanged, syncDir, syncFileSystems, writeFully } from "../io/safe-write.js";
+import { checkUnchanged, syncDir, syncFileSystems, writeEdits, writeFully } from "../io/safe-write.js";
 
 import { UNDO_SUFFIX } from "./temp-names.js";
 
@@ -356,13 +356,7 @@ export function writeEditsInPlace(
       const it = items[i]!;
       const fd = fds[i]!;
       try {
-        for (const e of it.edits) writeFully(fd, e.bytes, e.offset);
-        // The size the edits leave (appended bytes end where the plan says the file ends).
-        let end = it.size ?? 0;
-        for (const e of it.edits) if (e.offset + e.bytes.length > end) end = e.offset + e.bytes.length;
-        if (it.size === undefined || end !== it.newSize) {
-          if (fstatSync(fd).size !== it.newSize) throw new ElfPatchError(ErrorCode.INTERNAL, "Edited file has an unexpected size");
-        }
+        writeEdits(fd, it.edits, it.size, it.newSize);
         it.verify?.(fd, it.newSize);
         if (!defer) fdatasyncSync(fd);
       } catch (err) {

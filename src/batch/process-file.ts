@@ -494,10 +494,12 @@ export class ShardWriter {
       held = 0;
       writeInPlace(engine, group.filter((p) => p.plan && writesInPlace(spec, p)), false, true, this.journal);
       copies.push(...(await makeCopiesAsync(engine, group.filter((p) => p.plan && !writesInPlace(spec, p)), (sofar) => {
-        // The disk is full: the copies waiting for their sync, and these, go in place now.
+        // The disk is full: the copies waiting for their sync (the last shard's, this shard's
+        // earlier groups') and these go in place now.
         this.settleNow();
-        syncCopies(sofar);
-        renameCopies(sofar);
+        copies.push(...sofar.splice(0));
+        syncCopies(copies);
+        renameCopies(copies);
       })));
       // Written: the edits need not wait for the renames in memory.
       for (const p of group) {
@@ -563,12 +565,8 @@ export class ShardWriter {
     const p = this.pending;
     if (p === null) return;
     this.pending = null;
-    this.commit(p, false);
-  }
-
-  private commit(p: { copies: Copy[]; finish: () => void }, synced: boolean): void {
     try {
-      syncCopies(p.copies, synced);
+      syncCopies(p.copies);
       renameCopies(p.copies);
     } finally {
       for (const c of p.copies) discardCopy(c.tmp);

@@ -101,13 +101,7 @@ function editCopy(
   if ((st.mode & 0o200) === 0) chmodSync(tmp, (st.mode & 0o7777) | 0o200);
   const fd = openSync(tmp, "r+");
   try {
-    let end = st.size;
-    for (const e of edits) {
-      writeFully(fd, e.bytes, e.offset);
-      if (e.offset + e.bytes.length > end) end = e.offset + e.bytes.length;
-    }
-    // The size the edits leave (appended bytes end where the plan says the file ends).
-    if (end !== newSize && fstatSync(fd).size !== newSize) throw new ElfPatchError(ErrorCode.INTERNAL, "Edited file has an unexpected size");
+    writeEdits(fd, edits, st.size, newSize);
     if (st.uid !== process.getuid?.() || st.gid !== process.getgid?.()) {
       try {
         fchownSync(fd, st.uid, st.gid);
@@ -211,6 +205,20 @@ export function relinkAtomically(source: string, other: string): void {
 export function writeFully(fd: number, bytes: Uint8Array, offset: number): void {
   let done = 0;
   while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done, offset + done);
+}
+
+/**
+ * Writes `edits` into the file behind `fd`, which had `size` bytes (undefined: unknown), and checks
+ * that it has the planned `newSize` now: from the edits alone when they show it (appended bytes
+ * end where the plan says the file ends), else by an fstat.
+ */
+export function writeEdits(fd: number, edits: readonly Edit[], size: number | undefined, newSize: number): void {
+  let end = size ?? -1;
+  for (const e of edits) {
+    writeFully(fd, e.bytes, e.offset);
+    if (size !== undefined && e.offset + e.bytes.length > end) end = e.offset + e.bytes.length;
+  }
+  if (end !== newSize && fstatSync(fd).size !== newSize) throw new ElfPatchError(ErrorCode.INTERNAL, "Edited file has an unexpected size");
 }
 
 export function syncDir(dir: string): void {

@@ -45,7 +45,7 @@ export interface QueueTask {
   spec: BatchSpec;
   /**
    * Hears, in this order: `{ thread }`, then per shard claimed `{ claim: [start, end] }` (indices
-   * into the batch's files), `{ journal }` before an undo journal is written, the indices of the
+   * into the batch's files), `{ journal }` before each undo record is written (where it goes), the indices of the
    * files finished so far (for progress: a list every PROGRESS_MS at most, and the rest before the
    * shard's end), and `{ done: start, records, consulted }`.
    */

@@ -4,6 +4,8 @@
  * and two copies, a shard of all 72 files must still be patched: when copies hit ENOSPC, the
  * copies made so far are put in place (freeing their originals) and the others are made again
  * one by one. Nothing fails, no temp file is left, and each file is the version a roomy disk gives.
+ * The same when the shard is written in groups (ShardWriter's held-edit limit): the copies of its
+ * earlier groups, waiting for the shard's sync, are put in place too.
  *
  * Needs a small tmpfs (mount, so root with CAP_SYS_ADMIN); skipped where mounting is refused.
  */
@@ -14,6 +16,9 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { repoRoot } from "../support/fixtures.js";
+import { CoreEngine } from "../../src/core/engine.js";
+import { ShardWriter, type FileRecord } from "../../src/batch/process-file.js";
+import { LibraryProbe } from "../../src/policy/rpath.js";
 
 const CLI = path.join(repoRoot, "build", "js", "cli", "main.js");
 const LIB = "/usr/lib/x86_64-linux-gnu/libz.so.1";
@@ -78,5 +83,23 @@ describe("default mode on a nearly full disk", () => {
     for (const rec of r.records) expect(rec, rec.path).toMatchObject({ status: "patched" });
     expect(fs.readdirSync(dir).sort()).toEqual(Array.from({ length: FILES }, (_, i) => `libz${i}.so.1`).sort());
     for (let i = 0; i < FILES; i++) expect(sha(path.join(dir, `libz${i}.so.1`))).toBe(want);
+  });
+
+  it("a shard written in groups (one file each): the earlier groups' copies go in place too", async (ctx) => {
+    if (!mounted) ctx.skip();
+    fs.rmSync(path.join(mnt, "tree"), { recursive: true, force: true }); // (the disk holds one tree)
+    const dir = path.join(mnt, "groups");
+    fs.mkdirSync(dir);
+    const files = Array.from({ length: FILES }, (_, i) => ({ path: path.join(dir, `libz${i}.so.1`) }));
+    for (const f of files) fs.copyFileSync(LIB, f.path);
+    // Each file its own group: the copies of the groups before the one that finds the disk full
+    // wait for the shard's sync, and must be put in place with it (else it fails again).
+    const writer = new ShardWriter(CoreEngine.create(), { req: { setRpath: RPATH, rpathTag: "runpath" } }, null, undefined, 1);
+    let records: FileRecord[] = [];
+    await writer.shard(files, new LibraryProbe(), () => {}, (r) => (records = r));
+    await writer.finish();
+    expect(records).toHaveLength(FILES);
+    for (const rec of records) expect(rec, rec.path).toMatchObject({ status: "patched" });
+    expect(fs.readdirSync(dir)).toHaveLength(FILES);
   });
 });
