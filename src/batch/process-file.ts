@@ -26,6 +26,12 @@ export interface BatchSpec {
   write?: "rename" | "in-place";
   /** `break` (default): a hard-linked file is replaced at this path only; `preserve`: edit the shared inode. */
   hardlinks?: "break" | "preserve";
+  /**
+   * Whether the records of changed files keep their `before` and `after` summaries (default
+   * true). Without them a record is a few small fields: the CLI's human output (which shows none)
+   * turns them off, so that a batch's memory grows less with its number of files.
+   */
+  details?: boolean;
 }
 
 /** The parts of ElfInfo a patch record shows before and after. */
@@ -528,7 +534,7 @@ export class ShardWriter {
       synced,
       finish: () => {
         planned.forEach((p, i) => p.plan && onFile(i));
-        done(planned.map((p) => p.rec));
+        done(finalRecords(planned, spec));
       },
     };
   }
@@ -608,7 +614,17 @@ export function processShard(
   });
   writePlanned(engine, planned, spec, false, true, journal);
   planned.forEach((p, i) => p.plan && onFile(i));
-  return planned.map((p) => p.rec);
+  return finalRecords(planned, spec);
+}
+
+/** A shard's records as its thread gives them back (see BatchSpec.details). */
+function finalRecords(planned: PlannedFile[], spec: BatchSpec): FileRecord[] {
+  if (spec.details !== false) return planned.map((p) => p.rec);
+  return planned.map(({ rec }) => {
+    if (!rec.changed) return rec; // an unchanged file's summary is what the result cache keeps
+    const { before: _b, after: _a, ...lean } = rec;
+    return lean;
+  });
 }
 
 /**

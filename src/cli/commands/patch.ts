@@ -86,6 +86,8 @@ export function patchCommand(io: CliIo): Command {
       const batch: BatchSpec = {
         req: spec.req, rpath: spec.rpath, grow: raw.grow !== false, dryRun,
         write: raw.inPlace ? "in-place" : "rename", hardlinks: raw.hardlinks ?? "break",
+        // The human output names each changed file and its strategy only.
+        details: raw.json === true,
       };
       const progress = await createProgress(raw.progress !== false && !raw.json);
       const scanOpts = {
