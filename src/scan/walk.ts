@@ -10,7 +10,7 @@
 import { createRequire } from "node:module";
 import { closeSync, lstatSync, openSync, readdirSync, readSync, realpathSync, statSync, type Stats } from "node:fs";
 import { basename, join, relative, resolve, sep } from "node:path";
-import { toErrorRecord, type ErrorRecord } from "../errors.js";
+import { ErrorCode, toErrorRecord, type ErrorRecord } from "../errors.js";
 import { STALE_TEMP, UNDO_SUFFIX } from "../batch/temp-names.js";
 import { sigOf, type ResultCache } from "../batch/cache.js";
 import type { FileRecord } from "../batch/process-file.js";
@@ -71,7 +71,7 @@ export interface ScanResult {
 const ELF_MAGIC = 0x7f454c46;
 
 /** Whether the file starts with `\x7fELF` (one 4-byte read). */
-export function isElf(path: string): boolean {
+export function isElf(path: string | Buffer): boolean {
   const fd = openSync(path, "r");
   try {
     const b = Buffer.alloc(4);
@@ -79,6 +79,54 @@ export function isElf(path: string): boolean {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * A file name that is not valid UTF-8, as text: its valid UTF-8 sequences, and `\xNN` for each
+ * byte that is not part of one. (Node's string paths are UTF-8, so such a name cannot be opened
+ * through a string: the walk reads it as bytes.)
+ */
+export function displayName(name: Buffer): string {
+  let out = "";
+  for (let i = 0; i < name.length; ) {
+    const c = name[i]!;
+    const n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (n > 0 && i + n <= name.length) {
+      const seq = name.subarray(i, i + n);
+      const text = seq.toString("utf8");
+      if (!text.includes("\uFFFD") && Buffer.from(text, "utf8").equals(seq)) {
+        out += text;
+        i += n;
+        continue;
+      }
+    }
+    out += `\\x${c.toString(16).padStart(2, "0")}`;
+    i++;
+  }
+  return out;
+}
+
+/** A directory entry, by a name that reads back as the same bytes. */
+interface Entry {
+  name: string;
+  isSymbolicLink(): boolean;
+  isDirectory(): boolean;
+}
+
+/**
+ * A directory's entries whose names are valid UTF-8, and the raw names of the others. A name
+ * node could not decode shows U+FFFD: only then is the directory read again as bytes.
+ */
+function listDir(dir: string): { entries: Entry[]; undecodable: Buffer[] } {
+  const entries: Entry[] = readdirSync(dir, { withFileTypes: true });
+  if (!entries.some((e) => e.name.includes("\uFFFD"))) return { entries, undecodable: [] };
+  const out: { entries: Entry[]; undecodable: Buffer[] } = { entries: [], undecodable: [] };
+  for (const e of readdirSync(dir, { withFileTypes: true, encoding: "buffer" })) {
+    const name = e.name.toString("utf8");
+    if (Buffer.from(name, "utf8").equals(e.name)) out.entries.push({ name, isSymbolicLink: () => e.isSymbolicLink(), isDirectory: () => e.isDirectory() });
+    else out.undecodable.push(e.name);
+  }
+  return out;
 }
 
 /** Patterns with a `/` match the path relative to the root; the others match the base name. */
@@ -142,6 +190,32 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
     else res.files.push(file);
   };
 
+  /**
+   * An entry whose name is not valid UTF-8 (`raw`: its path as bytes; `shown`: as text, see
+   * displayName). Such a file cannot go through the batch, whose paths are strings: an ELF file
+   * is a failed record that says why (IO_PATH_ENCODING); anything else is ignored as it would be
+   * under any name (not ELF, symlinks, special files). A directory is walked as bytes, for the
+   * ELF files below it.
+   */
+  const undecodableEntry = (raw: Buffer, shown: string, root: string): void => {
+    try {
+      const st = lstatSync(raw);
+      if (st.isDirectory()) {
+        const names = readdirSync(raw, { encoding: "buffer" }).sort(Buffer.compare);
+        for (const n of names) undecodableEntry(Buffer.concat([raw, Buffer.from(sep), n]), shown + sep + displayName(n), root);
+        return;
+      }
+      if (!st.isFile()) return;
+      if (!(st.size >= 4 && isElf(raw))) return void res.skipped.push({ path: shown, reason: "not-elf" });
+      const rel = relative(root, shown);
+      if ((include !== null && !include(rel)) || (exclude !== null && exclude(rel))) return void res.skipped.push({ path: shown, reason: "excluded" });
+      const message = "The file name is not valid UTF-8, so elfpatch cannot open the file by name (rename it, or patch it through a link with a UTF-8 name)";
+      res.errors.push({ path: shown, error: { code: ErrorCode.IO_PATH_ENCODING, message } });
+    } catch (err) {
+      res.errors.push({ path: shown, error: toErrorRecord(err) });
+    }
+  };
+
   /** `real`: the directory's canonical path when the caller knows it (a plain subdirectory of a known one). */
   const walkDir = (dir: string, root: string, knownReal?: string): void => {
     let real: string;
@@ -152,15 +226,17 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
     }
     if (visitedDirs.has(real)) return;
     visitedDirs.add(real);
-    let entries;
+    let entries: Entry[];
+    let undecodable: Buffer[];
     try {
-      entries = readdirSync(dir, { withFileTypes: true });
+      ({ entries, undecodable } = listDir(dir));
     } catch (err) {
       return void res.errors.push({ path: dir, error: toErrorRecord(err) });
     }
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     // `dir` is absolute and normalised and a name has no `/`: plain concatenation is the join.
     const prefix = dir.endsWith(sep) ? dir : dir + sep;
+    for (const name of undecodable) undecodableEntry(Buffer.concat([Buffer.from(prefix), name]), prefix + displayName(name), root);
     for (const e of entries) {
       const path = prefix + e.name;
       const rel = include || exclude ? relative(root, path) : "";
