@@ -238,14 +238,14 @@ function recoverAndCheck(target: string, where: string, viaRecover: boolean, pro
  * (a journal created, or a record appended to it): aims the kill at the moments an undo record is
  * being written.
  */
-function runAndKillOnNewFile(dir: string, jobs: number, nth: number): Promise<{ killed: boolean }> {
+function runAndKillOnNewFile(dir: string, jobs: number, nth: number, args = recipe(dir)): Promise<{ killed: boolean }> {
   return new Promise((resolve, reject) => {
     const known = new Set(names);
     let seen = 0;
     const watcher = fs.watch(dir, (_event, name) => {
       if (name && !known.has(name) && ++seen >= nth) child.kill("SIGKILL");
     });
-    const child = spawn(process.execPath, [CLI, ...recipe(dir), "-j", String(jobs)], { stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(process.execPath, [CLI, ...args, "-j", String(jobs)], { stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
@@ -324,12 +324,34 @@ describe.skipIf(!READY)("patch --in-place under SIGKILL", () => {
     let mixed = 0;
     let temps = 0;
     const TEMP = /^\..+\.elfpatch-\d+-\d+-\d+\.tmp$/;
-    for (let round = 0; round < 16; round++) {
+    let rounds = 0;
+    // Random moments first (more rounds, bounded, until enough really interrupted a run), then
+    // four rounds killed the moment the 1st, 3rd, 5th, 7th temp copy appears: always mid-batch.
+    // (Random moments alone could miss the copies: on a loaded machine start-up is most of the
+    // run, and a CI run once had 11 kills, none between the first copy and the last rename.)
+    for (let round = 0; round < 40 && (round < 16 || killed < 8); round++) {
+      rounds++;
       freshCopy(target);
       const delay = Math.round(5 + random() * Math.max(1, runMs - 5));
       const jobs = round % 2 ? 2 : 1;
-      const where = `rename round ${round} (delay ${delay} ms, -j ${jobs})`;
-      if ((await runAndKill(target, jobs, delay, false)).killed) killed++;
+      await killedRound(`rename round ${round} (delay ${delay} ms, -j ${jobs})`, () => runAndKill(target, jobs, delay, false));
+    }
+    const randomTemps = temps;
+    const randomKilled = killed;
+    for (let k = 0; k < 4; k++) {
+      freshCopy(target);
+      const jobs = k % 2 ? 2 : 1;
+      await killedRound(`rename watch round ${k} (temp copy #${1 + 2 * k}, -j ${jobs})`, () => runAndKillOnNewFile(target, jobs, 1 + 2 * k, rename(target)));
+    }
+    console.log(`rename-kill: ${rounds} + 4 rounds, ${killed} killed, ${mixed} mid-batch, ${temps} temp files left by kills (${randomTemps} by the random ones); full run ${Math.round(runMs)} ms`);
+    expect(problems).toEqual([]);
+    expect(randomKilled, "random rounds really interrupted").toBeGreaterThanOrEqual(8);
+    expect(killed - randomKilled, "rounds killed on a temp copy, really interrupted").toBeGreaterThanOrEqual(3);
+    expect(temps - randomTemps, "temp copies left by the rounds killed on one").toBeGreaterThanOrEqual(3);
+
+    /** One killed run, then the checks: every path old or new, only our temp files, the next run completes. */
+    async function killedRound(where: string, run: () => Promise<{ killed: boolean }>): Promise<void> {
+      if ((await run()).killed) killed++;
       const h = hashes(target);
       const done = names.filter((n) => h.get(n) === expectedHash.get(n) && h.get(n) !== origHash.get(n)).length;
       const notYet = names.filter((n) => h.get(n) === origHash.get(n) && h.get(n) !== expectedHash.get(n)).length;
@@ -345,9 +367,5 @@ describe.skipIf(!READY)("patch --in-place under SIGKILL", () => {
       const left = listing(target).filter((n) => !names.includes(n));
       if (left.length) problems.push(`${where}: left after the next run: ${left.join(", ")}`);
     }
-    console.log(`rename-kill: 16 rounds, ${killed} killed, ${mixed} mid-batch, ${temps} temp files left by kills; full run ${Math.round(runMs)} ms`);
-    expect(problems).toEqual([]);
-    expect(killed, "rounds really interrupted").toBeGreaterThanOrEqual(8);
-    expect(mixed + temps, "rounds caught mid-batch").toBeGreaterThanOrEqual(2);
-  }, 120_000);
+  }, 180_000);
 });
