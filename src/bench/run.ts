@@ -16,7 +16,9 @@
  * answered from it (what a nightly run over an unchanged tree costs). Wall time and peak RSS come
  * from GNU time; medians of --reps runs.
  *
- * Options: --trees N (default 3), --reps N (default 3), --keep (keep the corpus for the next run).
+ * Options: --trees N (default 3), --reps N (default 3), --keep (keep the corpus for the next run),
+ * --many N (also: peak RSS and wall time of elfpatch alone on a tree of many more files: N copies
+ * of the first venv's ELF files under 2 MB, plus that whole venv with its big libraries).
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import {
@@ -36,6 +38,7 @@ const opt = (name: string, dflt: number): number => {
 const TREES = opt("--trees", 3);
 const REPS = opt("--reps", 3);
 const KEEP = args.includes("--keep");
+const MANY = opt("--many", 0);
 const HOST = "/usr/lib/x86_64-linux-gnu";
 const root = join(tmpdir(), "elfpatch-bench");
 const base = join(root, `base-${TREES}`);
@@ -233,6 +236,60 @@ function measureFloor(): string[] {
   ];
 }
 
+/** Files under this size are copied MANY times into the many-files tree. */
+const MANY_SMALL = 2 * 1024 * 1024;
+
+/**
+ * Memory against the number of files (--many N): elfpatch in both modes on fresh copies of a tree
+ * of N copies of the first venv's small ELF files plus that whole venv (its 100+ MB libraries
+ * too), next to the same runs on the bench corpus in the table above.
+ */
+function measureMany(): string[] {
+  const dir = join(root, `many-${MANY}`);
+  const venv = join(base, "venv-1");
+  if (!existsSync(join(dir, ".done"))) {
+    rmSync(dir, { recursive: true, force: true });
+    const small = elfFiles(venv).filter((f) => statSync(f).size < MANY_SMALL);
+    for (let c = 1; c <= MANY; c++) {
+      for (const f of small) {
+        const dst = join(dir, `copy-${c}`, relative(venv, f));
+        mkdirSync(dirname(dst), { recursive: true });
+        cpSync(f, dst);
+      }
+    }
+    execFileSync("cp", ["-a", venv, join(dir, "whole")]);
+    writeFileSync(join(dir, ".done"), "");
+  }
+  const files = elfFiles(dir);
+  const bytes = files.reduce((n, f) => n + statSync(f).size, 0);
+  const manyWork = join(root, "many-work");
+  const out = [
+    `Many files (--many ${MANY}): ${files.length} ELF files, ${(bytes / 1e6).toFixed(0)} MB (${MANY} copies of venv-1's ELF files under 2 MB, plus all of venv-1); medians of ${REPS} runs on fresh copies:`,
+    "",
+    "| tool | first run (s) | peak RSS (MB) |",
+    "|---|---|---|",
+  ];
+  for (const [name, extra] of [["elfpatch", []], ["elfpatch --in-place", ["--in-place"]]] as const) {
+    const t: Timing[] = [];
+    for (let i = 0; i < REPS; i++) {
+      rmSync(manyWork, { recursive: true, force: true });
+      execFileSync("cp", ["-a", "--reflink=auto", dir, manyWork]);
+      rmSync(join(manyWork, ".done"), { force: true });
+      execFileSync("sync");
+      const cacheDir = join(root, "cache");
+      rmSync(cacheDir, { recursive: true, force: true });
+      t.push(timed([cli, "patch", ...recipe, ...extra, "--no-progress", manyWork], { ...process.env, ELFPATCH_CACHE_DIR: cacheDir }));
+    }
+    const bad = t.filter((x) => x.status !== 0).length;
+    const w = median(t.map((x) => x.wallS));
+    out.push(`| ${name} | ${w.toFixed(2)} | ${Math.max(...t.map((x) => x.rssMB)).toFixed(0)} |` + (bad ? ` (${bad} runs exited non-zero)` : ""));
+    process.stderr.write(`  many files, ${name}: ${t.map((x) => `${x.wallS.toFixed(2)} s ${x.rssMB.toFixed(0)} MB`).join(", ")}\n`);
+  }
+  rmSync(manyWork, { recursive: true, force: true });
+  rmSync(join(root, "cache"), { recursive: true, force: true });
+  return out;
+}
+
 function main(): void {
   if (!existsSync("/usr/bin/time")) throw new Error("GNU time is needed: apt-get install time");
   const patchelfVersion = spawnSync("patchelf", ["--version"], { encoding: "utf8" }).stdout?.trim() || "missing";
@@ -266,6 +323,7 @@ function main(): void {
     if (bad) lines.push(`| ${r.name}: ${bad} runs exited non-zero | | | | | | | | | |`);
   }
   lines.push("", ...measureFloor(), "", ...measureCheck(corpus.files));
+  if (MANY > 0) lines.push("", ...measureMany());
   console.log(lines.join("\n"));
   if (!KEEP) rmSync(root, { recursive: true, force: true });
   else rmSync(work, { recursive: true, force: true });
