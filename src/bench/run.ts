@@ -107,11 +107,19 @@ function treeBytes(dir: string): number {
   return n;
 }
 
-function fresh(): void {
-  rmSync(work, { recursive: true, force: true });
-  execFileSync("cp", ["-a", "--reflink=auto", base, work]);
-  rmSync(join(work, ".done"), { force: true });
+/** A fresh copy of the corpus `from` at `to`, on disk. */
+function fresh(from = base, to = work): void {
+  rmSync(to, { recursive: true, force: true });
+  execFileSync("cp", ["-a", "--reflink=auto", from, to]);
+  rmSync(join(to, ".done"), { force: true });
   execFileSync("sync");
+}
+
+/** The environment of a run with a fresh, empty result cache. */
+function freshCacheEnv(): NodeJS.ProcessEnv {
+  const cacheDir = join(root, "cache");
+  rmSync(cacheDir, { recursive: true, force: true });
+  return { ...process.env, ELFPATCH_CACHE_DIR: cacheDir };
 }
 
 interface Timing {
@@ -141,7 +149,7 @@ const median = (xs: number[]): number => {
 };
 
 const recipe = ["--force-rpath", "--add-rpath", profile, "--shrink-rpath", "--allowed-rpath-prefixes", `$ORIGIN:${profileRoot}`];
-const elfpatch = (extra: string[]): string[] => [cli, "patch", ...recipe, ...extra, "--no-progress", work];
+const elfpatch = (extra: readonly string[], tree = work): string[] => [cli, "patch", ...recipe, ...extra, "--no-progress", tree];
 const jobs = String(availableParallelism());
 const patchelfScript =
   `find "${work}" -type f -print0 | xargs -0 -P ${jobs} -n 1 sh -c ` +
@@ -163,9 +171,7 @@ function measure(name: string, cmd: string[], withCache: boolean): Row {
   const row: Row = { name, first: [], rerun: [], cached: [], added: [], rerunAdded: [] };
   for (let i = 0; i < REPS; i++) {
     fresh();
-    const cacheDir = join(root, "cache");
-    rmSync(cacheDir, { recursive: true, force: true });
-    const env = { ...process.env, ELFPATCH_CACHE_DIR: cacheDir };
+    const env = freshCacheEnv();
     const b0 = treeBytes(work);
     row.first.push(timed(cmd, env));
     const b1 = treeBytes(work);
@@ -272,13 +278,8 @@ function measureMany(): string[] {
   for (const [name, extra] of [["elfpatch", []], ["elfpatch --in-place", ["--in-place"]]] as const) {
     const t: Timing[] = [];
     for (let i = 0; i < REPS; i++) {
-      rmSync(manyWork, { recursive: true, force: true });
-      execFileSync("cp", ["-a", "--reflink=auto", dir, manyWork]);
-      rmSync(join(manyWork, ".done"), { force: true });
-      execFileSync("sync");
-      const cacheDir = join(root, "cache");
-      rmSync(cacheDir, { recursive: true, force: true });
-      t.push(timed([cli, "patch", ...recipe, ...extra, "--no-progress", manyWork], { ...process.env, ELFPATCH_CACHE_DIR: cacheDir }));
+      fresh(dir, manyWork);
+      t.push(timed(elfpatch(extra, manyWork), freshCacheEnv()));
     }
     const bad = t.filter((x) => x.status !== 0).length;
     const w = median(t.map((x) => x.wallS));

@@ -94,7 +94,7 @@ export function displayName(name: Buffer): string {
     if (n > 0 && i + n <= name.length) {
       const seq = name.subarray(i, i + n);
       const text = seq.toString("utf8");
-      if (!text.includes("\uFFFD") && Buffer.from(text, "utf8").equals(seq)) {
+      if (Buffer.from(text, "utf8").equals(seq)) {
         out += text;
         i += n;
         continue;
@@ -157,6 +157,8 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
   const exclude = matcher(opts.exclude);
   const seen = new Map<string, ScannedFile>(); // dev:ino -> the file handled
   const visitedDirs = new Set<string>();
+  /** Whether the globs leave out the file at `rel` (relative to its root). */
+  const excluded = (rel: string): boolean => (include !== null && !include(rel)) || (exclude !== null && exclude(rel));
   const insideBatch = (real: string): boolean => realRoots.some((r) => real === r || real.startsWith(r + sep));
 
   const consider = (path: string, st: Stats, rel: string): void => {
@@ -171,7 +173,7 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
     }
     const sig = sigOf(st);
     const known = cache?.lookup(path, sig, opts.lightCached === true);
-    const filtered = (include !== null && !include(rel)) || (exclude !== null && exclude(rel));
+    const filtered = excluded(rel);
     let elf: boolean;
     try {
       // Deferred: a file that is not ELF comes back from the batch as skipped "not-elf".
@@ -207,8 +209,7 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
       }
       if (!st.isFile()) return;
       if (!(st.size >= 4 && isElf(raw))) return void res.skipped.push({ path: shown, reason: "not-elf" });
-      const rel = relative(root, shown);
-      if ((include !== null && !include(rel)) || (exclude !== null && exclude(rel))) return void res.skipped.push({ path: shown, reason: "excluded" });
+      if (excluded(relative(root, shown))) return void res.skipped.push({ path: shown, reason: "excluded" });
       const message = "The file name is not valid UTF-8, so elfpatch cannot open the file by name (rename it, or patch it through a link with a UTF-8 name)";
       res.errors.push({ path: shown, error: { code: ErrorCode.IO_PATH_ENCODING, message } });
     } catch (err) {

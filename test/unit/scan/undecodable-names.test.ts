@@ -45,6 +45,8 @@ describe("file names that are not valid UTF-8", () => {
   it("displayName keeps valid UTF-8 and writes other bytes as \\xNN", () => {
     expect(displayName(Buffer.from([0x61, 0xff, 0x62]))).toBe("a\\xffb");
     expect(displayName(Buffer.from("é€😀", "utf8"))).toBe("é€😀");
+    // U+FFFD itself, validly encoded, next to a bad byte stays a character.
+    expect(displayName(Buffer.from([0xff, 0xef, 0xbf, 0xbd]))).toBe("\\xff\uFFFD");
     // A truncated sequence, an overlong encoding, and an encoded surrogate are not valid UTF-8.
     expect(displayName(Buffer.from([0x41, 0xe2, 0x82]))).toBe("A\\xe2\\x82");
     expect(displayName(Buffer.from([0xc0, 0xaf]))).toBe("\\xc0\\xaf");
