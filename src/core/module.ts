@@ -1,6 +1,7 @@
 /**
  * Finds and compiles the core's Wasm module once per process. The compiled `WebAssembly.Module`
- * is what worker threads receive (it is structured-clone safe), so code is compiled only here.
+ * is what worker threads receive (it is structured-clone safe) and register (`useCoreModule`), so
+ * code is compiled only in the main thread.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -20,6 +21,15 @@ export function wasmPath(flavor: CoreFlavor = "release"): string {
     dir = dirname(dir);
   }
   throw new ElfPatchError(ErrorCode.INTERNAL, `Missing build/wasm/core.${flavor}.wasm; run npm run build`);
+}
+
+/**
+ * Makes `module` this thread's compiled core of `flavor`: a worker thread registers the module the
+ * main thread compiled and sent it, so that every engine the worker creates (the batch's, and the
+ * resolver's for `--shrink-rpath`) instantiates it instead of compiling the file again.
+ */
+export function useCoreModule(module: WebAssembly.Module, flavor: CoreFlavor = "release"): void {
+  cache.set(flavor, module);
 }
 
 export function coreModule(flavor: CoreFlavor = "release"): WebAssembly.Module {

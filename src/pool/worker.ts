@@ -8,6 +8,7 @@
 import { basename } from "node:path";
 import { threadId, workerData, type MessagePort } from "node:worker_threads";
 import { CoreEngine } from "../core/engine.js";
+import { useCoreModule } from "../core/module.js";
 import { processShard, ShardWriter, type BatchSpec, type FileRecord } from "../batch/process-file.js";
 import { BackgroundSync } from "../io/background-sync.js";
 import { batchView, LibraryProbe } from "../policy/rpath.js";
@@ -63,6 +64,7 @@ export type QueueMessage =
   | { done: number; records: FileRecord[]; consulted: Consulted | null };
 
 const data = workerData as { module: WebAssembly.Module };
+useCoreModule(data.module);
 const engine = new CoreEngine(data.module);
 /** Decisions outside a batch see files as they are. */
 const plain = new LibraryProbe(null);
