@@ -85,7 +85,7 @@ export class UndoJournal {
 
   /** Appends the undo record of `items` (their paths relative to the journal's directory). */
   append(items: InPlaceItem[]): { place: RecordPlace; files: JournalFile[] } {
-    if (this.path === null) this.create(dirname(items[0]!.path));
+    if (this.path === null) this.createNear(items);
     const dir = this.dir!;
     const files = items.map((it) => undoFor(it.path, dir, it.edits, it.size, it.undo));
     const body = encodeBody(files);
@@ -115,6 +115,34 @@ export class UndoJournal {
     }
   }
 
+  /**
+   * Creates the journal in the directory of the first of `items` where that is possible (the
+   * next run over the tree finds it there): a directory the user cannot write to, or on a
+   * read-only mount, passes to the next item's. When none can hold it, nothing is edited: an
+   * IO_WRITE error that says why.
+   */
+  private createNear(items: InPlaceItem[]): void {
+    const dirs = [...new Set(items.map((it) => dirname(it.path)))];
+    let first: NodeJS.ErrnoException | null = null;
+    for (const dir of dirs) {
+      try {
+        this.create(dir);
+        return;
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        if (typeof e?.code !== "string") throw err;
+        first ??= e;
+      }
+    }
+    const where = dirs.length === 1 ? dirs[0]! : `${dirs[0]!} (nor in the ${dirs.length - 1} other directories of the group)`;
+    throw new ElfPatchError(
+      ErrorCode.IO_WRITE,
+      `Cannot create the undo journal in ${where}: ${first!.code}. --in-place writes its journal next to ` +
+        "the files it edits before it changes a byte, so their directory must be writable; the file was not changed",
+      { cause: first },
+    );
+  }
+
   private create(dir: string): void {
     for (;;) {
       counter++;
@@ -128,11 +156,24 @@ export class UndoJournal {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       }
     }
-    writeFully(this.fd, MAGIC, 0);
-    this.end = MAGIC.length;
-    // The records are synced as they come; the journal's name, once, here.
-    fsyncSync(this.fd);
-    syncDir(dir);
+    try {
+      writeFully(this.fd, MAGIC, 0);
+      this.end = MAGIC.length;
+      // The records are synced as they come; the journal's name, once, here.
+      fsyncSync(this.fd);
+      syncDir(dir);
+    } catch (err) {
+      // (e.g. a full disk): no journal rather than a partial one.
+      closeSync(this.fd);
+      this.fd = -1;
+      try {
+        unlinkSync(this.path!);
+      } catch {
+        // already gone
+      }
+      this.path = null;
+      throw err;
+    }
   }
 }
 
@@ -350,7 +391,16 @@ export function writeEditsInPlace(
     });
     if (ready.length === 0) return { errors, journal: null };
     const j = journal ?? new UndoJournal(announce);
-    const { files } = j.append(ready.map((i) => items[i]!));
+    let files: JournalFile[];
+    try {
+      ({ files } = j.append(ready.map((i) => items[i]!)));
+    } catch (err) {
+      // No undo record, so no byte of these files was changed: each fails, the batch goes on.
+      const error = toErrorRecord(err);
+      for (const i of ready) errors[i] = error;
+      if (journal === undefined) j.close();
+      return { errors, journal: null };
+    }
     const dir = j.dir!;
     ready.forEach((i, k) => {
       const it = items[i]!;

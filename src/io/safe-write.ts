@@ -23,6 +23,22 @@ function tempPathFor(target: string): string {
   return join(dirname(target), `.${basename(target)}.elfpatch-${process.pid}-${threadId}-${counter}.tmp`);
 }
 
+/**
+ * The copy's own error when the directory refuses new files (not writable to this user, or a
+ * read-only mount): that is what the user has to know and fix; other errors pass unchanged.
+ */
+function copyRefused(err: unknown, target: string): unknown {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  if (code !== "EACCES" && code !== "EPERM" && code !== "EROFS") return err;
+  return new ElfPatchError(
+    ErrorCode.IO_WRITE,
+    `Cannot create the new version next to the file in ${dirname(target)}: ${code}. Without --in-place the ` +
+      "new version is written to a temp file in the same directory and renamed over the original, so the directory " +
+      "must be writable; the file was not changed",
+    { cause: err },
+  );
+}
+
 /** What the edits were planned on: a file no longer of this size and change time is not touched. */
 export interface PlannedState {
   size: number;
@@ -55,7 +71,11 @@ export function prepareCopy(
   try {
     const st = statSync(target);
     checkUnchanged(st, planned);
-    copyFileSync(target, tmp, constants.COPYFILE_FICLONE);
+    try {
+      copyFileSync(target, tmp, constants.COPYFILE_FICLONE);
+    } catch (err) {
+      throw copyRefused(err, target);
+    }
     editCopy(tmp, st, edits, newSize, verify, sync);
     return tmp;
   } catch (err) {
@@ -79,7 +99,9 @@ export async function prepareCopyAsync(
   try {
     const st = statSync(target);
     checkUnchanged(st, planned);
-    await copyFile(target, tmp, constants.COPYFILE_FICLONE);
+    await copyFile(target, tmp, constants.COPYFILE_FICLONE).catch((err: unknown) => {
+      throw copyRefused(err, target);
+    });
     editCopy(tmp, st, edits, newSize, verify, false);
     return tmp;
   } catch (err) {
