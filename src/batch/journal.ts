@@ -359,6 +359,27 @@ function keepForRecovery(dir: string, f: JournalFile): void {
   }
 }
 
+/** Why a file cannot be edited in place, for the errors of `open(O_RDWR)` a user can act on. */
+const OPEN_REFUSED: Record<string, string> = {
+  EACCES: "--in-place edits the file itself, so it must be writable to this user (without --in-place, a new version " +
+    "is renamed over it, which needs only its directory to be writable)",
+  EPERM: "--in-place edits the file itself, and the file is immutable or append-only",
+  EROFS: "the file system is mounted read-only",
+  ETXTBSY: "a running program: its file cannot be written while it runs (without --in-place, a new version is " +
+    "renamed over it and the running process keeps the old one)",
+};
+
+function openForEdit(path: string): number {
+  try {
+    return openSync(path, "r+");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code !== undefined ? OPEN_REFUSED[code] : undefined;
+    if (why === undefined) throw err;
+    throw new ElfPatchError(ErrorCode.IO_OPEN, `Cannot open the file for writing: ${code}: ${why}; the file was not changed`, { cause: err });
+  }
+}
+
 /**
  * Edits every item's file in place under one undo record, appended to `journal` (a batch thread's
  * journal) or to a journal of its own. A file whose size or change time is no longer the planned
@@ -382,7 +403,7 @@ export function writeEditsInPlace(
     const ready: number[] = [];
     items.forEach((it, i) => {
       try {
-        fds[i] = openSync(it.path, "r+");
+        fds[i] = openForEdit(it.path);
         if (it.size !== undefined) checkUnchanged(fstatSync(fds[i]!), { size: it.size, ...(it.ctimeMs !== undefined ? { ctimeMs: it.ctimeMs } : {}) });
         ready.push(i);
       } catch (err) {

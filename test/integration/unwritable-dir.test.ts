@@ -3,7 +3,8 @@
  * are writable: the default mode cannot make its temp copy there, `--in-place` cannot make its
  * undo journal there. Either way that file fails with IO_WRITE and a message that says which
  * directory and why, is left byte for byte as it was, nothing of ours is left behind, and the rest
- * of the batch is patched (exit 1, not an internal error that stops the batch).
+ * of the batch is patched (exit 1, not an internal error that stops the batch). And a file that
+ * cannot be opened for writing under `--in-place` (read-only to the user, or immutable) says why.
  */
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -11,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { repoRoot } from "../support/fixtures.js";
-import { lockDir } from "../support/lock-dir.js";
+import { lockDir, lockFile } from "../support/lock-dir.js";
 import { dynStrings, readelfDynamic } from "../support/oracle.js";
 
 const CLI = join(repoRoot, "build", "js", "cli", "main.js");
@@ -70,4 +71,23 @@ describe("a directory that refuses new files", () => {
       for (const d of [locked, join(dir, "open")]) expect(readdirSync(d).filter((n) => n.includes(".elfpatch-"))).toEqual([]);
     });
   }
+
+  it("--in-place: a file that cannot be opened for writing says why, and stays as it was", (ctx) => {
+    const file = join(dir, "open", "libdl.so.2");
+    const before = readFileSync(file);
+    const unlockFile = lockFile(file);
+    if (unlockFile === null) return ctx.skip(); // (no way to lock a file here)
+    try {
+      const r = spawnSync(process.execPath, [CLI, "patch", "--set-rpath", RPATH, "--json", "--no-cache", "-j1", "--in-place", join(dir, "open")], { encoding: "utf8" });
+      expect(r.status, r.stderr).toBe(1);
+      const rec = JSON.parse(r.stdout.trim().split("\n")[0]!) as Rec;
+      expect(rec).toMatchObject({ path: file, status: "failed", error: { code: "IO_OPEN" } });
+      expect(rec.error!.message).toMatch(/^Cannot open the file for writing: (EACCES|EPERM): --in-place edits the file itself/);
+      expect(rec.error!.message).toContain("the file was not changed");
+    } finally {
+      unlockFile();
+    }
+    expect(readFileSync(file).equals(before)).toBe(true);
+    expect(readdirSync(join(dir, "open")).filter((n) => n.includes(".elfpatch-"))).toEqual([]);
+  });
 });

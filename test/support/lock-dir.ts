@@ -1,31 +1,52 @@
 /**
- * A directory nobody can add entries to while its files stay writable: `chmod 555` for an ordinary
- * user; for root, who ignores modes, the immutable attribute (`chattr +i`, ext2/3/4, xfs, btrfs).
- * Returns the undo, or null when neither works here (the caller skips).
+ * Paths nobody can change: a directory nobody can add entries to (its files stay writable), or a
+ * file nobody can open for writing. `chmod` for an ordinary user; for root, who ignores modes, the
+ * immutable attribute (`chattr +i`: ext2/3/4, xfs, btrfs). Each returns the undo, or null when
+ * that does not hold here (the caller skips).
  */
 import { spawnSync } from "node:child_process";
-import { chmodSync, writeFileSync, rmSync } from "node:fs";
+import { chmodSync, closeSync, openSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
-export function lockDir(dir: string): (() => void) | null {
+function lock(path: string, userMode: number, holds: () => boolean): (() => void) | null {
   const root = process.getuid?.() === 0;
+  const mode = statSync(path).mode & 0o7777;
   if (root) {
-    if (spawnSync("chattr", ["+i", dir], { stdio: "ignore" }).status !== 0) return null;
+    if (spawnSync("chattr", ["+i", path], { stdio: "ignore" }).status !== 0) return null;
   } else {
-    chmodSync(dir, 0o555);
+    chmodSync(path, userMode);
   }
   const unlock = (): void => {
-    if (root) spawnSync("chattr", ["-i", dir], { stdio: "ignore" });
-    else chmodSync(dir, 0o755);
+    if (root) spawnSync("chattr", ["-i", path], { stdio: "ignore" });
+    else chmodSync(path, mode);
   };
-  // Check that it holds: no new entry can be made.
-  const probe = join(dir, ".elfpatch-lock-probe");
-  try {
-    writeFileSync(probe, "");
-  } catch {
-    return unlock;
-  }
-  rmSync(probe, { force: true });
+  if (holds()) return unlock;
   unlock();
   return null;
+}
+
+/** `dir` refuses new entries. */
+export function lockDir(dir: string): (() => void) | null {
+  return lock(dir, 0o555, () => {
+    const probe = join(dir, ".elfpatch-lock-probe");
+    try {
+      writeFileSync(probe, "");
+    } catch {
+      return true;
+    }
+    rmSync(probe, { force: true });
+    return false;
+  });
+}
+
+/** `file` cannot be opened for writing. */
+export function lockFile(file: string): (() => void) | null {
+  return lock(file, 0o444, () => {
+    try {
+      closeSync(openSync(file, "r+"));
+    } catch {
+      return true;
+    }
+    return false;
+  });
 }
