@@ -152,7 +152,11 @@ export function commitCopy(tmp: string, target: string, planned?: PlannedState, 
   // The copy was made from the bytes the edits were planned on; a file changed since then (even
   // while its copy was being made) is left alone.
   checkUnchanged(statSync(target), planned);
-  renameSync(tmp, target);
+  try {
+    renameSync(tmp, target);
+  } catch (err) {
+    throw renameRefused(err);
+  }
   if (dirs) dirs.add(dirname(target));
   else syncDir(dirname(target));
 }
@@ -163,7 +167,21 @@ export function commitCopy(tmp: string, target: string, planned?: PlannedState, 
  */
 export async function commitCopyAsync(tmp: string, target: string, planned?: PlannedState): Promise<void> {
   checkUnchanged(statSync(target), planned);
-  await rename(tmp, target);
+  await rename(tmp, target).catch((err: unknown) => {
+    throw renameRefused(err);
+  });
+}
+
+/** The rename's own error when the original may not be replaced (what the user has to fix). */
+function renameRefused(err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  if (code !== "EPERM" && code !== "EACCES") return err;
+  return new ElfPatchError(
+    ErrorCode.IO_WRITE,
+    `Cannot replace the file with its new version: ${code}: the file is immutable or append-only, or its ` +
+      "directory is sticky (like /tmp) and the file belongs to another user; the file was not changed",
+    { cause: err },
+  );
 }
 
 /** Removes a temp file of `prepareCopy` (nothing if it is gone). */

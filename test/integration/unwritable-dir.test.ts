@@ -4,7 +4,8 @@
  * undo journal there. Either way that file fails with IO_WRITE and a message that says which
  * directory and why, is left byte for byte as it was, nothing of ours is left behind, and the rest
  * of the batch is patched (exit 1, not an internal error that stops the batch). And a file that
- * cannot be opened for writing under `--in-place` (read-only to the user, or immutable) says why.
+ * cannot be opened for writing under `--in-place` (read-only to the user, or immutable), or an
+ * immutable original the default mode cannot replace, says why.
  */
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -84,6 +85,25 @@ describe("a directory that refuses new files", () => {
       expect(rec).toMatchObject({ path: file, status: "failed", error: { code: "IO_OPEN" } });
       expect(rec.error!.message).toMatch(/^Cannot open the file for writing: (EACCES|EPERM): --in-place edits the file itself/);
       expect(rec.error!.message).toContain("the file was not changed");
+    } finally {
+      unlockFile();
+    }
+    expect(readFileSync(file).equals(before)).toBe(true);
+    expect(readdirSync(join(dir, "open")).filter((n) => n.includes(".elfpatch-"))).toEqual([]);
+  });
+
+  it("default mode: an immutable file (root only: chattr +i) cannot be replaced; it says why, and no temp file stays", (ctx) => {
+    if (process.getuid?.() !== 0) return ctx.skip(); // (a user's chmod does not stop a rename)
+    const file = join(dir, "open", "libdl.so.2");
+    const before = readFileSync(file);
+    const unlockFile = lockFile(file);
+    if (unlockFile === null) return ctx.skip();
+    try {
+      const r = spawnSync(process.execPath, [CLI, "patch", "--set-rpath", RPATH, "--json", "--no-cache", "-j1", join(dir, "open")], { encoding: "utf8" });
+      expect(r.status, r.stderr).toBe(1);
+      const rec = JSON.parse(r.stdout.trim().split("\n")[0]!) as Rec;
+      expect(rec).toMatchObject({ path: file, status: "failed", error: { code: "IO_WRITE" } });
+      expect(rec.error!.message).toMatch(/^Cannot replace the file with its new version: EPERM: the file is immutable/);
     } finally {
       unlockFile();
     }
