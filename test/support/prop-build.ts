@@ -92,11 +92,18 @@ export interface LinkChoice {
   progRunpath: boolean;
   /** libprop links with run path `$ORIGIN`; else none. */
   libRunpath: boolean;
+  /** Relative relocations packed as `DT_RELR` (`-z pack-relative-relocs`; glibc >= 2.36). */
+  relr: boolean;
 }
 
 const PAGES = [0x1000, 0x4000, 0x10000, 0x200000];
 
-export function drawLinkChoice(rng: Rng): LinkChoice {
+/**
+ * A case's link choice. `extra` draws the dimensions added after the regression cases were
+ * recorded (DT_RELR): without it they are off, so a regression seed keeps the layout it was
+ * found with.
+ */
+export function drawLinkChoice(rng: Rng, extra?: Rng): LinkChoice {
   const linker = rng.pick(LINKERS);
   const separateCode = rng.pick(["separate-code", "noseparate-code", null] as const);
   const relro = rng.pick(["relro", "norelro", null] as const);
@@ -109,7 +116,10 @@ export function drawLinkChoice(rng: Rng): LinkChoice {
   const lang = rng.pick(["c", "c++"] as const);
   const progRunpath = rng.bool(0.6);
   const libRunpath = rng.bool();
-  return { linker, separateCode, relro, now, maxPage, commonPage, hash, newDtags, pie, lang, progRunpath, libRunpath };
+  // Not with gold (no such option) nor mold: mold 1.10 (Debian 12) packs them without the
+  // GLIBC_ABI_DT_RELR version need, and glibc refuses to load the result.
+  const relr = extra !== undefined && (linker === "bfd" || linker === "lld") ? extra.bool(0.5) : false;
+  return { linker, separateCode, relro, now, maxPage, commonPage, hash, newDtags, pie, lang, progRunpath, libRunpath, relr };
 }
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
@@ -125,6 +135,7 @@ export function linkerFlagKeys(c: LinkChoice): string[] {
   if (c.commonPage !== null) keys.push(`-z common-page-size=${hex(c.commonPage)}`);
   keys.push(`--hash-style=${c.hash}`);
   keys.push(c.newDtags ? "--enable-new-dtags" : "--disable-new-dtags");
+  if (c.relr) keys.push("-z pack-relative-relocs");
   return keys;
 }
 
@@ -133,6 +144,7 @@ export function allFlagKeys(): string[] {
   const keys = ["-z separate-code", "-z noseparate-code", "-z relro", "-z norelro", "-z now"];
   for (const p of PAGES) keys.push(`-z max-page-size=${hex(p)}`, `-z common-page-size=${hex(p)}`);
   keys.push("--hash-style=gnu", "--hash-style=sysv", "--hash-style=both", "--enable-new-dtags", "--disable-new-dtags");
+  keys.push("-z pack-relative-relocs");
   return keys;
 }
 
@@ -154,6 +166,7 @@ export function describeChoice(c: LinkChoice, omitted: string[] = []): string {
     `prog-rpath=${c.progRunpath ? "$ORIGIN/deps" : "none"}`,
     `libprop-rpath=${c.libRunpath ? "$ORIGIN" : "none"}`,
   ];
+  if (c.relr) parts.push("relr");
   if (omitted.length) parts.push(`omitted(rejected by ${c.linker}): ${omitted.join(", ")}`);
   return parts.join(" ");
 }
