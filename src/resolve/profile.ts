@@ -1,12 +1,13 @@
 /**
  * The target loader's fixed inputs (loader.md §15), with this machine's values as defaults:
- * default directories (Debian x86-64, §8), hwcaps subdirectories (§6: `glibc-hwcaps/<level>` and,
+ * default directories (those the target loader was built with, else Debian x86-64's, §8), hwcaps subdirectories (§6: `glibc-hwcaps/<level>` and,
  * for glibc <= 2.36, the legacy power set such as `tls/haswell/avx512_1/x86_64`), `$LIB`,
  * `$PLATFORM`, and the cache lookup options.
  */
 import { activeHwcapsDirs, dstValues, legacyCacheHwcaps } from "./hwcaps.js";
 import { cacheFlagsFor, type LookupOptions } from "./ld-so-cache.js";
 import { TARGET } from "./candidates.js";
+import type { LoaderBuild } from "./loader-build.js";
 import type { ResolverOptions } from "./types.js";
 
 /** `SYSTEM_DIRS` of Debian 12's amd64 glibc (measured with `ld.so --help`). */
@@ -60,7 +61,11 @@ function legacyComponents(platform: string): string[] {
   return out;
 }
 
-export function profileFor(opts: ResolverOptions): Profile {
+/**
+ * The profile of a target: `opts` first, then what the target loader was built with (`build`,
+ * read from its bytes: loader-build.ts), then Debian 12's amd64 values.
+ */
+export function profileFor(opts: ResolverOptions, build: LoaderBuild | null = null): Profile {
   const glibc = hostGlibc();
   const older = (minor: number): boolean => glibc !== null && glibc[0] === 2 && glibc[1] < minor;
   const dst = dstValues({ machine: TARGET.machine });
@@ -80,7 +85,7 @@ export function profileFor(opts: ResolverOptions): Profile {
   const legacy = older(40) ? legacyCacheHwcaps(TARGET.machine) : undefined;
   if (legacy) cacheOptions.legacy = legacy;
   return {
-    defaultDirs: opts.defaultDirs ?? DEBIAN_X86_64_DIRS,
+    defaultDirs: opts.defaultDirs ?? build?.systemDirs ?? DEBIAN_X86_64_DIRS,
     subdirs: [...subdirs.filter((s) => s !== ""), ""],
     lib: opts.lib ?? dst.LIB,
     platform,

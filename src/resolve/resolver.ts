@@ -24,7 +24,8 @@ import { dirnameOf, expandTokens, libraryPathDirs } from "./expand.js";
 import { FsView } from "./fs-view.js";
 import { readLdCache } from "./ld-so-cache.js";
 import { LoadSet, type LoadedObject } from "./load-set.js";
-import { LOADER_SONAME, profileFor, VDSO_NAME, type Profile } from "./profile.js";
+import { DEFAULT_INTERPRETER, LOADER_SONAME, profileFor, VDSO_NAME, type Profile } from "./profile.js";
+import { loaderBuild, ownLoaderBuild, type LoaderBuild } from "./loader-build.js";
 import { searchName, type SearchEnv, type SearchResult } from "./search-path.js";
 import type { FileReport, LoadMode, NeededRecord, ResolverOptions, SearchedDir } from "./types.js";
 import { checkVersions, versionMessage } from "./versions.js";
@@ -84,12 +85,19 @@ export class Resolver {
     private readonly opts: ResolverOptions = {},
     engine: CoreEngine = CoreEngine.create(),
   ) {
-    this.profile = profileFor(opts);
     this.mode = opts.mode ?? "dlopen";
     const root = (opts.root ?? "").replace(/\/+$/, "");
     this.fs = new FsView(root, opts.cwd ?? (root ? "/" : process.cwd()));
+    // The target loader's default directories and cache, as it was built (read from its bytes).
+    // On the host with no loader at the default path, the one that runs this process.
+    let build: LoaderBuild | null = null;
+    if (opts.defaultDirs === undefined || opts.cachePath === undefined) {
+      build = loaderBuild(this.fs.host(opts.interpreter ?? DEFAULT_INTERPRETER));
+      if (build === null && root === "" && opts.interpreter === undefined) build = ownLoaderBuild();
+    }
+    this.profile = profileFor(opts, build);
     this.candidates = new Candidates(this.fs, engine, opts.plannedInfo);
-    const cachePath = opts.cachePath === undefined ? "/etc/ld.so.cache" : opts.cachePath;
+    const cachePath = opts.cachePath === undefined ? build?.cachePath ?? "/etc/ld.so.cache" : opts.cachePath;
     this.env = {
       candidates: this.candidates,
       subdirs: this.profile.subdirs,

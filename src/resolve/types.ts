@@ -98,14 +98,20 @@ export interface ResolverOptions {
   root?: string;
   /** The target's current directory (default: this process's, or `/` under `root`). */
   cwd?: string;
-  /** Built-in default directories (default: Debian x86-64's four). */
+  /**
+   * Built-in default directories (default: those the target loader, `interpreter` under `root`,
+   * was built with, read from its bytes; Debian x86-64's four when that cannot be read).
+   */
   defaultDirs?: string[];
   /** hwcaps subdirectories tried in each directory, best first (default: this CPU's). */
   hwcapsSubdirs?: string[];
   /** `$LIB` and `$PLATFORM` (default: this machine's loader). */
   lib?: string;
   platform?: string | null;
-  /** Cache file (virtual path; default `/etc/ld.so.cache`); null: no cache. */
+  /**
+   * Cache file (virtual path; default: the target loader's, as for `defaultDirs`, else
+   * `/etc/ld.so.cache`); null: no cache.
+   */
   cachePath?: string | null;
   /** The loader's own path when nothing names it (`PT_INTERP` otherwise). */
   interpreter?: string;

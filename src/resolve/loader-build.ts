@@ -1,0 +1,115 @@
+/**
+ * What a glibc `ld.so` was built with, read from the loader file itself without running it
+ * (loader.md §8, §12, §15): its default directories and the path of its cache.
+ *
+ * glibc compiles its trusted directories into the loader as one string constant, `SYSTEM_DIRS`
+ * (`elf/gen-trusted-dirs.awk`: slibdir and libdir, each with a trailing `/`, NUL-separated, e.g.
+ * `/lib/x86_64-linux-gnu/\0/usr/lib/x86_64-linux-gnu/\0/lib/\0/usr/lib/\0` on Debian,
+ * `/lib64/\0/usr/lib64/\0` upstream, `<glibc>/lib/\0` on NixOS), and the cache path as a string
+ * (`/etc/ld.so.cache`; nixpkgs: `<glibc>/etc/ld.so.cache`). `ld.so --help` prints both (glibc >=
+ * 2.33), but running a loader means running code from the tree (a container image under
+ * `--root`, another architecture), so they are found in its bytes: the first run of consecutive
+ * NUL-terminated absolute paths ending in a `lib`, `lib32`, `lib64`, `libx32` or multiarch
+ * (`lib/<triplet>`) directory and `/`, and the first NUL-terminated absolute path ending in
+ * `/ld.so.cache`. Checked against `ld.so --help` of the host's loader and of Debian's i386, arm64,
+ * ppc64, s390x and powerpc loaders (test/unit/resolve/loader-build.test.ts).
+ */
+import { readFileSync } from "node:fs";
+import { noteConsulted } from "../shared/consulted.js";
+
+export interface LoaderBuild {
+  /** Default directories in search order, without the trailing `/`; null when not found. */
+  systemDirs: string[] | null;
+  /** The cache the loader reads; null when not found. */
+  cachePath: string | null;
+}
+
+/** A directory glibc can have as slibdir or libdir: `.../lib`, `lib32`, `lib64`, `libx32`, `lib/<triplet>`. */
+const LIB_DIR = /^\/(?:[^\0/]+\/)*lib(?:32|64|x32)?\/(?:[a-z0-9_]+-[a-z0-9_]+(?:-[a-z0-9_]+)*\/)?$/;
+const CACHE = /^\/(?:[^\0/]+\/)*ld\.so\.cache$/;
+/** Longest path considered (SYSTEM_DIRS entries are short; this bounds the scan's strings). */
+const MAX_PATH = 4096;
+
+/**
+ * The NUL-terminated string of `buf` that ends at `nul` (the index of its NUL): its text when it
+ * is a printable ASCII absolute path of at most MAX_PATH bytes, with where it starts.
+ */
+function pathEndingAt(buf: Buffer, nul: number): { text: string; start: number } | null {
+  const from = Math.max(0, nul - MAX_PATH - 1);
+  const start = buf.lastIndexOf(0, nul - 1) + 1;
+  if (start < from || start >= nul || buf[start] !== 0x2f) return null;
+  for (let k = start; k < nul; k++) {
+    const c = buf[k]!;
+    if (c < 0x21 || c > 0x7e) return null;
+  }
+  return { text: buf.toString("latin1", start, nul), start };
+}
+
+/** The default directories and cache path in a loader's bytes (see the module comment). */
+export function loaderBuildOf(bytes: Uint8Array): LoaderBuild {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // Every string ending in "/" (native searches: the loader is a few hundred KB).
+  let systemDirs: string[] | null = null;
+  let run: string[] = [];
+  let runEnd = -1;
+  for (let at = buf.indexOf("/\0", 0, "latin1"); at >= 0 && systemDirs === null; at = buf.indexOf("/\0", at + 1, "latin1")) {
+    const s = pathEndingAt(buf, at + 1);
+    if (s === null || !LIB_DIR.test(s.text)) continue;
+    // A run is consecutive strings: each starts right after the previous one's NUL.
+    if (run.length > 0 && s.start !== runEnd + 1) systemDirs = run;
+    else {
+      run.push(s.text.slice(0, -1));
+      runEnd = at + 1;
+    }
+  }
+  if (systemDirs === null && run.length > 0) systemDirs = run;
+  let cachePath: string | null = null;
+  const suffix = "/ld.so.cache\0";
+  for (let at = buf.indexOf(suffix, 0, "latin1"); at >= 0 && cachePath === null; at = buf.indexOf(suffix, at + 1, "latin1")) {
+    const s = pathEndingAt(buf, at + suffix.length - 1);
+    if (s !== null && CACHE.test(s.text)) cachePath = s.text;
+  }
+  return { systemDirs, cachePath };
+}
+
+const builds = new Map<string, LoaderBuild | null>();
+
+/**
+ * The build of the loader at `hostPath` (read once per thread; null when it cannot be read). The
+ * path is noted as consulted: a result cache is not trusted after the loader changes.
+ */
+export function loaderBuild(hostPath: string): LoaderBuild | null {
+  noteConsulted(hostPath);
+  if (builds.has(hostPath)) return builds.get(hostPath)!;
+  let build: LoaderBuild | null;
+  try {
+    build = loaderBuildOf(readFileSync(hostPath));
+  } catch {
+    build = null;
+  }
+  builds.set(hostPath, build);
+  return build;
+}
+
+/**
+ * The build of the loader that runs this process (from `/proc/self/maps`): the host's glibc even
+ * where nothing is at the FHS path `/lib64/ld-linux-x86-64.so.2` (NixOS without nix-ld, whose
+ * programs name their store glibc's loader); null when not found.
+ */
+export function ownLoaderBuild(): LoaderBuild | null {
+  let maps: string;
+  try {
+    maps = readFileSync("/proc/self/maps", "utf8");
+  } catch {
+    return null;
+  }
+  for (const line of maps.split("\n")) {
+    const slash = line.indexOf("/");
+    if (slash < 0) continue;
+    const path = line.slice(slash);
+    const base = path.slice(path.lastIndexOf("/") + 1);
+    if (/^ld(-linux[^/]*)?\.so/.test(base)) return loaderBuild(path);
+  }
+  return null;
+}
+

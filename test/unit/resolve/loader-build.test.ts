@@ -1,0 +1,92 @@
+/**
+ * The target loader's build (src/resolve/loader-build.ts): its default directories and cache
+ * path, read from its bytes. The oracle is the loader itself: `ld.so --help` (glibc >= 2.33)
+ * prints both, and every real loader at hand must agree: the host's, Debian's i386 one (whose
+ * directories are /lib32 and /usr/lib32) natively, and the arm64, ppc64, s390x and powerpc ones
+ * under qemu-user. Then the resolver: a `--root` tree whose loader was built with other
+ * directories than the host's is searched in those.
+ */
+import { spawnSync } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { loaderBuild, loaderBuildOf, ownLoaderBuild } from "../../../src/resolve/loader-build.js";
+import { Resolver } from "../../../src/resolve/resolver.js";
+import { crossPackageDir } from "../../corpus/list.js";
+
+const HOST_LOADER = "/lib64/ld-linux-x86-64.so.2";
+const required = !!process.env.ELFPATCH_REQUIRE_CORPUS;
+const hasTool = (t: string): boolean => spawnSync("sh", ["-c", `command -v ${t}`]).status === 0;
+
+interface Loader {
+  name: string;
+  path: string;
+  qemu: string | null;
+}
+
+const LOADERS: Loader[] = [
+  { name: "host x86-64", path: HOST_LOADER, qemu: null },
+  { name: "i386 (lib32)", path: join(crossPackageDir("libc6-i386"), "lib32/ld-linux.so.2"), qemu: null },
+  { name: "arm64", path: join(crossPackageDir("libc6-arm64-cross"), "usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1"), qemu: "qemu-aarch64" },
+  { name: "ppc64", path: join(crossPackageDir("libc6-ppc64-cross"), "usr/powerpc64-linux-gnu/lib/ld64.so.1"), qemu: "qemu-ppc64" },
+  { name: "s390x", path: join(crossPackageDir("libc6-s390x-cross"), "usr/s390x-linux-gnu/lib/ld64.so.1"), qemu: "qemu-s390x" },
+  { name: "powerpc", path: join(crossPackageDir("libc6-powerpc-cross"), "usr/powerpc-linux-gnu/lib/ld.so.1"), qemu: "qemu-ppc" },
+];
+
+/** What `ld.so --help` says: the "(system search path)" lines and the "located via" cache. */
+function helpOf(l: Loader): { systemDirs: string[]; cachePath: string | null } | null {
+  const [cmd, args] = l.qemu ? [l.qemu, [l.path, "--help"]] : [l.path, ["--help"]];
+  const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 30_000 });
+  if (r.status !== 0) return null;
+  const systemDirs = [...r.stdout.matchAll(/^\s+(\S+) \(system search path\)$/gm)].map((m) => m[1]!);
+  const cache = /\(libraries located via (\S+)\)/.exec(r.stdout);
+  return { systemDirs, cachePath: cache ? cache[1]! : null };
+}
+
+describe("the loader's build, from its bytes", () => {
+  for (const l of LOADERS) {
+    const ready = existsSync(l.path) && (l.qemu === null || hasTool(l.qemu));
+    const host = l.path === HOST_LOADER;
+    it.skipIf(!ready && !(required || host))(`${l.name}: default directories and cache as its --help prints them`, () => {
+      expect(ready, `${l.path} and ${l.qemu ?? "its loader"} are needed (test/corpus/build-corpus.sh, qemu-user)`).toBe(true);
+      const help = helpOf(l);
+      expect(help, `${l.path} --help did not run`).not.toBeNull();
+      expect(help!.systemDirs.length).toBeGreaterThan(0);
+      expect(loaderBuildOf(readFileSync(l.path))).toEqual(help);
+    });
+  }
+
+  it("files that are not a loader have neither", () => {
+    for (const f of ["/usr/bin/ls", "/lib/x86_64-linux-gnu/libc.so.6"]) {
+      expect(loaderBuildOf(readFileSync(f))).toEqual({ systemDirs: null, cachePath: null });
+    }
+    expect(loaderBuild(join(tmpdir(), "elfpatch-no-such-loader"))).toBeNull();
+  });
+
+  it("the loader that runs this process is the host's", () => {
+    expect(ownLoaderBuild()).toEqual(loaderBuildOf(readFileSync(realpathSync(HOST_LOADER))));
+  });
+});
+
+describe("the resolver searches the target loader's directories", () => {
+  const i386 = join(crossPackageDir("libc6-i386"), "lib32/ld-linux.so.2");
+  const root = mkdtempSync(join(tmpdir(), "elfpatch-loader-root-"));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  it.skipIf(!existsSync(i386) && !required)("a root whose loader was built with /lib32 and /usr/lib32", () => {
+    expect(existsSync(i386), "libc6-i386 is needed (test/corpus/build-corpus.sh)").toBe(true);
+    // The root's loader file says /lib32, /usr/lib32, /lib, /usr/lib (it is only read, never run);
+    // libc.so.6 is in /usr/lib32 only, and the root has no ld.so.cache.
+    for (const d of ["lib64", "usr/lib32", "opt"]) mkdirSync(join(root, d), { recursive: true });
+    copyFileSync(i386, join(root, "lib64/ld-linux-x86-64.so.2"));
+    copyFileSync("/lib/x86_64-linux-gnu/libc.so.6", join(root, "usr/lib32/libc.so.6"));
+    copyFileSync("/usr/lib/x86_64-linux-gnu/libz.so.1", join(root, "opt/libz.so.1"));
+    const report = new Resolver({ root, mode: "list" }).resolve(join(root, "opt/libz.so.1"), { rpath: null, runpath: null });
+    const libc = report.needed.find((n) => n.name === "libc.so.6");
+    expect(libc).toMatchObject({ status: "found", path: "/usr/lib32/libc.so.6", via: "default" });
+    // The same root read with Debian's directories (what the resolver used to assume) finds nothing.
+    const debian = new Resolver({ root, mode: "list", defaultDirs: ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib"] });
+    expect(debian.resolve(join(root, "opt/libz.so.1"), { rpath: null, runpath: null }).needed.find((n) => n.name === "libc.so.6")?.status).toBe("missing");
+  });
+});
