@@ -89,14 +89,21 @@ export class Resolver {
     const root = (opts.root ?? "").replace(/\/+$/, "");
     this.fs = new FsView(root, opts.cwd ?? (root ? "/" : process.cwd()));
     // The target loader's default directories and cache, as it was built (read from its bytes).
-    // On the host with no loader at the default path, the one that runs this process.
+    this.candidates = new Candidates(this.fs, engine, opts.plannedInfo);
+    // The target loader: `interpreter`, else the one the `exe` program names (a nixpkgs Python
+    // names its store glibc's), else the FHS path; on the host with nothing there, the loader that
+    // runs this process.
     let build: LoaderBuild | null = null;
     if (opts.defaultDirs === undefined || opts.cachePath === undefined) {
-      build = loaderBuild(this.fs.host(opts.interpreter ?? DEFAULT_INTERPRETER));
-      if (build === null && root === "" && opts.interpreter === undefined) build = ownLoaderBuild();
+      let loader = opts.interpreter;
+      if (loader === undefined && opts.exe) {
+        const p = this.candidates.probe(opts.exe);
+        if (p.kind === "ok" && p.file.info?.interpreter) loader = p.file.info.interpreter;
+      }
+      build = loaderBuild(this.fs.host(loader ?? DEFAULT_INTERPRETER));
+      if (build === null && root === "" && loader === undefined) build = ownLoaderBuild();
     }
     this.profile = profileFor(opts, build);
-    this.candidates = new Candidates(this.fs, engine, opts.plannedInfo);
     const cachePath = opts.cachePath === undefined ? build?.cachePath ?? "/etc/ld.so.cache" : opts.cachePath;
     this.env = {
       candidates: this.candidates,

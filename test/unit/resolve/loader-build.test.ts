@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { loaderBuild, loaderBuildOf, ownLoaderBuild } from "../../../src/resolve/loader-build.js";
 import { Resolver } from "../../../src/resolve/resolver.js";
+import { isFileError, patchFile } from "../../../src/index.js";
 import { crossPackageDir } from "../../corpus/list.js";
 
 const HOST_LOADER = "/lib64/ld-linux-x86-64.so.2";
@@ -89,4 +90,26 @@ describe("the resolver searches the target loader's directories", () => {
     const debian = new Resolver({ root, mode: "list", defaultDirs: ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib"] });
     expect(debian.resolve(join(root, "opt/libz.so.1"), { rpath: null, runpath: null }).needed.find((n) => n.name === "libc.so.6")?.status).toBe("missing");
   });
+
+  it.skipIf(!existsSync(i386) && !required)("dlopen from a program: the loader its PT_INTERP names (as a nixpkgs Python names its store glibc's)", () => {
+    expect(existsSync(i386), "libc6-i386 is needed (test/corpus/build-corpus.sh)").toBe(true);
+    // No loader at /lib64 in this root; the program names /opt/glibc/lib/ld-linux-x86-64.so.2.
+    const r2 = join(root, "nixlike");
+    for (const d of ["opt/glibc/lib", "usr/lib32", "opt/bin", "opt/venv"]) mkdirSync(join(r2, d), { recursive: true });
+    copyFileSync(i386, join(r2, "opt/glibc/lib/ld-linux-x86-64.so.2"));
+    copyFileSync("/lib/x86_64-linux-gnu/libc.so.6", join(r2, "usr/lib32/libc.so.6"));
+    copyFileSync("/usr/lib/x86_64-linux-gnu/libz.so.1", join(r2, "opt/venv/libz.so.1"));
+    copyFileSync("/usr/bin/true", join(r2, "opt/bin/python3"));
+    const set = patchFile(join(r2, "opt/bin/python3"), { interpreter: "/opt/glibc/lib/ld-linux-x86-64.so.2" });
+    expect(isFileError(set)).toBe(false);
+    const lib = join(r2, "opt/venv/libz.so.1");
+    const libcOf = (res: Resolver): unknown => res.resolve(lib).needed.find((n) => n.name === "libc.so.6");
+    const withExe = new Resolver({ root: r2, exe: "/opt/bin/python3" });
+    // The program found libc in its loader's default directory; the library gets it loaded.
+    expect(libcOf(withExe)).toMatchObject({ status: "found", path: "/usr/lib32/libc.so.6", via: "loaded" });
+    expect(withExe.exeReport?.needed.find((n) => n.name === "libc.so.6")).toMatchObject({ status: "found", path: "/usr/lib32/libc.so.6", via: "default" });
+    // Without the program, this root has no loader to read: Debian's directories, and no libc.
+    expect(libcOf(new Resolver({ root: r2 }))).toMatchObject({ status: "missing" });
+  });
 });
+
