@@ -112,4 +112,3 @@ export function ownLoaderBuild(): LoaderBuild | null {
   }
   return null;
 }
-

@@ -1,8 +1,8 @@
 /**
  * The target loader's fixed inputs (loader.md §15), with this machine's values as defaults:
- * default directories (those the target loader was built with, else Debian x86-64's, §8), hwcaps subdirectories (§6: `glibc-hwcaps/<level>` and,
- * for glibc <= 2.36, the legacy power set such as `tls/haswell/avx512_1/x86_64`), `$LIB`,
- * `$PLATFORM`, and the cache lookup options.
+ * default directories (those the target loader was built with, else Debian x86-64's, §8),
+ * hwcaps subdirectories (§6: `glibc-hwcaps/<level>` and, for glibc <= 2.36, the legacy power set
+ * such as `tls/haswell/avx512_1/x86_64`), `$LIB`, `$PLATFORM`, and the cache lookup options.
  */
 import { activeHwcapsDirs, dstValues, legacyCacheHwcaps } from "./hwcaps.js";
 import { cacheFlagsFor, type LookupOptions } from "./ld-so-cache.js";

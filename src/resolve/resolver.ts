@@ -88,11 +88,10 @@ export class Resolver {
     this.mode = opts.mode ?? "dlopen";
     const root = (opts.root ?? "").replace(/\/+$/, "");
     this.fs = new FsView(root, opts.cwd ?? (root ? "/" : process.cwd()));
-    // The target loader's default directories and cache, as it was built (read from its bytes).
     this.candidates = new Candidates(this.fs, engine, opts.plannedInfo);
-    // The target loader: `interpreter`, else the one the `exe` program names (a nixpkgs Python
-    // names its store glibc's), else the FHS path; on the host with nothing there, the loader that
-    // runs this process.
+    // The default directories and cache are the target loader's, as it was built (read from its
+    // bytes): `interpreter`, else the loader the `exe` program names (a nixpkgs Python names its
+    // store glibc's), else the FHS path; on the host with nothing there, the one running us.
     let build: LoaderBuild | null = null;
     if (opts.defaultDirs === undefined || opts.cachePath === undefined) {
       let loader = opts.interpreter;
