@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { repoRoot } from "../support/fixtures.js";
-import { lockDir, lockFile } from "../support/lock-dir.js";
+import { lockDir, lockFile } from "../support/lock.js";
 import { dynStrings, readelfDynamic } from "../support/oracle.js";
 
 const CLI = join(repoRoot, "build", "js", "cli", "main.js");

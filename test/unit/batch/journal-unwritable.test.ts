@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { commitJournals, recoverJournal, UndoJournal, UNDO_SUFFIX, writeEditsInPlace, type InPlaceItem } from "../../../src/batch/journal.js";
-import { lockDir } from "../../support/lock-dir.js";
+import { lockDir } from "../../support/lock.js";
 
 const LIB = "/usr/lib/x86_64-linux-gnu/libz.so.1";
 const ORIG = readFileSync(LIB);
