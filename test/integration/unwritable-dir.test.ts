@@ -8,12 +8,11 @@
  * immutable original the default mode cannot replace, says why.
  */
 import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { repoRoot } from "../support/fixtures.js";
-import { lockDir, lockFile } from "../support/lock.js";
+import { lockedTree, lockFile, type LockedTree } from "../support/lock.js";
 import { dynStrings, readelfDynamic } from "../support/oracle.js";
 
 const CLI = join(repoRoot, "build", "js", "cli", "main.js");
@@ -28,24 +27,21 @@ interface Rec {
 }
 
 describe("a directory that refuses new files", () => {
+  let tree: LockedTree | null = null;
   let dir: string;
   let locked: string;
-  let unlock: (() => void) | null = null;
   const lockedLibs = ["libz.so.1", "libutil.so.1"];
   beforeEach((ctx) => {
-    dir = mkdtempSync(join(tmpdir(), "elfpatch-unwritable-"));
-    locked = join(dir, "locked");
-    mkdirSync(locked);
-    mkdirSync(join(dir, "open"));
-    for (const l of lockedLibs) copyFileSync(join(HOST, l), join(locked, l));
-    copyFileSync(join(HOST, "libdl.so.2"), join(dir, "open", "libdl.so.2"));
-    unlock = lockDir(locked);
-    if (unlock === null) ctx.skip();
+    tree = lockedTree("elfpatch-unwritable-", (lockedDir, open) => {
+      for (const l of lockedLibs) copyFileSync(join(HOST, l), join(lockedDir, l));
+      copyFileSync(join(HOST, "libdl.so.2"), join(open, "libdl.so.2"));
+    });
+    if (tree === null) return ctx.skip();
+    ({ dir, locked } = tree);
   });
   afterEach(() => {
-    unlock?.();
-    unlock = null;
-    rmSync(dir, { recursive: true, force: true });
+    tree?.dispose();
+    tree = null;
   });
 
   for (const mode of [[], ["--in-place"]]) {

@@ -5,7 +5,8 @@
  * that does not hold here (the caller skips).
  */
 import { spawnSync } from "node:child_process";
-import { chmodSync, closeSync, openSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 function lock(path: string, userMode: number, holds: () => boolean): (() => void) | null {
@@ -49,4 +50,36 @@ export function lockFile(file: string): (() => void) | null {
     }
     return false;
   });
+}
+
+export interface LockedTree {
+  dir: string;
+  /** Refuses new entries (its files stay writable). */
+  locked: string;
+  open: string;
+  /** Unlocks and removes the tree. */
+  dispose(): void;
+}
+
+/**
+ * A temp tree with two directories, `locked` and `open`, filled by `fill` before `locked` is
+ * locked; null (nothing left behind) when no lock holds here.
+ */
+export function lockedTree(prefix: string, fill: (locked: string, open: string) => void): LockedTree | null {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const locked = join(dir, "locked");
+  const open = join(dir, "open");
+  mkdirSync(locked);
+  mkdirSync(open);
+  fill(locked, open);
+  const unlock = lockDir(locked);
+  const dispose = (): void => {
+    unlock?.();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  if (unlock === null) {
+    dispose();
+    return null;
+  }
+  return { dir, locked, open, dispose };
 }

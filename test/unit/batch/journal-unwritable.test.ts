@@ -5,45 +5,28 @@
  * the group fails with IO_WRITE (nothing edited, no journal left) and the next group is tried
  * afresh. (Before: the error escaped as an internal error and stopped the batch.)
  */
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { commitJournals, recoverJournal, UndoJournal, UNDO_SUFFIX, writeEditsInPlace, type InPlaceItem } from "../../../src/batch/journal.js";
-import { lockDir } from "../../support/lock.js";
-
-const LIB = "/usr/lib/x86_64-linux-gnu/libz.so.1";
-const ORIG = readFileSync(LIB);
-
-function item(path: string, seed: number): InPlaceItem {
-  const st = statSync(path);
-  return {
-    path, size: st.size, ctimeMs: st.ctimeMs, newSize: ORIG.length + 100,
-    edits: [{ offset: 9, bytes: new Uint8Array([seed, seed + 1, seed + 2]) }, { offset: ORIG.length, bytes: new Uint8Array(100).fill(seed) }],
-    undo: [{ offset: 9, data: ORIG.subarray(9, 12) }],
-  };
-}
+import { commitJournals, recoverJournal, UndoJournal, UNDO_SUFFIX, writeEditsInPlace } from "../../../src/batch/journal.js";
+import { item, LIB, ORIG } from "../../support/undo-items.js";
+import { lockedTree, type LockedTree } from "../../support/lock.js";
 
 describe("undo journals and directories that refuse new entries", () => {
-  let dir: string;
+  let tree: LockedTree | null = null;
   let locked: string;
   let open: string;
-  let unlock: (() => void) | null = null;
   beforeEach((ctx) => {
-    dir = mkdtempSync(join(tmpdir(), "elfpatch-jlock-"));
-    locked = join(dir, "locked");
-    open = join(dir, "open");
-    mkdirSync(locked);
-    mkdirSync(open);
-    for (const n of ["a.so", "b.so"]) copyFileSync(LIB, join(locked, n));
-    copyFileSync(LIB, join(open, "c.so"));
-    unlock = lockDir(locked);
-    if (unlock === null) ctx.skip();
+    tree = lockedTree("elfpatch-jlock-", (lockedDir, openDir) => {
+      for (const n of ["a.so", "b.so"]) copyFileSync(LIB, join(lockedDir, n));
+      copyFileSync(LIB, join(openDir, "c.so"));
+    });
+    if (tree === null) return ctx.skip();
+    ({ locked, open } = tree);
   });
   afterEach(() => {
-    unlock?.();
-    unlock = null;
-    rmSync(dir, { recursive: true, force: true });
+    tree?.dispose();
+    tree = null;
   });
 
   const original = (f: string): boolean => readFileSync(f).equals(ORIG);

@@ -11,20 +11,8 @@ import { appendFileSync, copyFileSync, existsSync, mkdtempSync, readdirSync, rea
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { recoverJournal, undoRecord, UndoJournal, UNDO_SUFFIX, writeEditsInPlace, type InPlaceItem, type RecordPlace } from "../../../src/batch/journal.js";
-
-const LIB = "/usr/lib/x86_64-linux-gnu/libz.so.1";
-const ORIG = readFileSync(LIB);
-
-/** An edit of `path` that changes 3 bytes of its ELF header padding and appends 100 bytes. */
-function item(path: string, seed: number): InPlaceItem {
-  const st = statSync(path);
-  return {
-    path, size: st.size, ctimeMs: st.ctimeMs, newSize: ORIG.length + 100,
-    edits: [{ offset: 9, bytes: new Uint8Array([seed, seed + 1, seed + 2]) }, { offset: ORIG.length, bytes: new Uint8Array(100).fill(seed) }],
-    undo: [{ offset: 9, data: ORIG.subarray(9, 12) }],
-  };
-}
+import { recoverJournal, undoRecord, UndoJournal, UNDO_SUFFIX, writeEditsInPlace, type RecordPlace } from "../../../src/batch/journal.js";
+import { item, LIB, ORIG } from "../../support/undo-items.js";
 
 describe("undo journals", () => {
   let dir: string;
