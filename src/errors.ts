@@ -86,6 +86,19 @@ export class ElfPatchError extends Error {
   }
 }
 
+/**
+ * A system error the user can act on, explained: an ElfPatchError `lead: ERRNO: why; the file was
+ * not changed` when `why` has a reason for its errno code (a string: for any code); anything else
+ * is returned as it is.
+ */
+export function explained(err: unknown, code: ErrorCode, lead: string, why: string | Readonly<Record<string, string>>): unknown {
+  const errno = (err as NodeJS.ErrnoException | null)?.code;
+  if (typeof errno !== "string") return err;
+  const reason = typeof why === "string" ? why : why[errno];
+  if (reason === undefined) return err;
+  return new ElfPatchError(code, `${lead}: ${errno}: ${reason}; the file was not changed`, { cause: err });
+}
+
 /** Converts anything thrown during one file's processing into an error record. */
 export function toErrorRecord(err: unknown): ErrorRecord {
   if (err instanceof ElfPatchError) return err.toRecord();

@@ -20,7 +20,7 @@ import {
 } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { threadId } from "node:worker_threads";
-import { ElfPatchError, ErrorCode, toErrorRecord, type ErrorRecord } from "../errors.js";
+import { ElfPatchError, ErrorCode, explained, toErrorRecord, type ErrorRecord } from "../errors.js";
 import type { Edit, UndoRun } from "../core/types.js";
 import { checkUnchanged, syncDir, syncFileSystems, writeEdits, writeFully } from "../io/safe-write.js";
 
@@ -135,12 +135,8 @@ export class UndoJournal {
       }
     }
     const where = dirs.length === 1 ? dirs[0]! : `${dirs[0]!} (nor in the ${dirs.length - 1} other directories of the group)`;
-    throw new ElfPatchError(
-      ErrorCode.IO_WRITE,
-      `Cannot create the undo journal in ${where}: ${first!.code}. --in-place writes its journal next to ` +
-        "the files it edits before it changes a byte, so their directory must be writable; the file was not changed",
-      { cause: first },
-    );
+    const why = "--in-place writes its journal next to the files it edits before it changes a byte, so their directory must be writable";
+    throw explained(first, ErrorCode.IO_WRITE, `Cannot create the undo journal in ${where}`, why);
   }
 
   private create(dir: string): void {
@@ -373,10 +369,7 @@ function openForEdit(path: string): number {
   try {
     return openSync(path, "r+");
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code !== undefined ? OPEN_REFUSED[code] : undefined;
-    if (why === undefined) throw err;
-    throw new ElfPatchError(ErrorCode.IO_OPEN, `Cannot open the file for writing: ${code}: ${why}; the file was not changed`, { cause: err });
+    throw explained(err, ErrorCode.IO_OPEN, "Cannot open the file for writing", OPEN_REFUSED);
   }
 }
 

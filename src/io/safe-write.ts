@@ -13,7 +13,7 @@ import {
 import { copyFile, rename } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { threadId } from "node:worker_threads";
-import { ElfPatchError, ErrorCode } from "../errors.js";
+import { ElfPatchError, ErrorCode, explained } from "../errors.js";
 import type { Edit } from "../core/types.js";
 
 let counter = 0;
@@ -23,21 +23,18 @@ function tempPathFor(target: string): string {
   return join(dirname(target), `.${basename(target)}.elfpatch-${process.pid}-${threadId}-${counter}.tmp`);
 }
 
-/**
- * The copy's own error when the directory refuses new files (not writable to this user, or a
- * read-only mount): that is what the user has to know and fix; other errors pass unchanged.
- */
-function copyRefused(err: unknown, target: string): unknown {
-  const code = (err as NodeJS.ErrnoException | null)?.code;
-  if (code !== "EACCES" && code !== "EPERM" && code !== "EROFS") return err;
-  return new ElfPatchError(
-    ErrorCode.IO_WRITE,
-    `Cannot create the new version next to the file in ${dirname(target)}: ${code}. Without --in-place the ` +
-      "new version is written to a temp file in the same directory and renamed over the original, so the directory " +
-      "must be writable; the file was not changed",
-    { cause: err },
-  );
-}
+/** Why a temp copy cannot be made next to the file (the directory refuses new files). */
+const COPY_WHY =
+  "without --in-place the new version is written to a temp file in the same directory and renamed over the " +
+  "original, so the directory must be writable";
+const COPY_REFUSED = { EACCES: COPY_WHY, EPERM: COPY_WHY, EROFS: COPY_WHY };
+/** Why the original cannot be replaced by its new version. */
+const RENAME_WHY = "the file is immutable or append-only, or its directory is sticky (like /tmp) and the file belongs to another user";
+const RENAME_REFUSED = { EACCES: RENAME_WHY, EPERM: RENAME_WHY };
+const copyRefused = (err: unknown, target: string): unknown =>
+  explained(err, ErrorCode.IO_WRITE, `Cannot create the new version next to the file in ${dirname(target)}`, COPY_REFUSED);
+const renameRefused = (err: unknown): unknown =>
+  explained(err, ErrorCode.IO_WRITE, "Cannot replace the file with its new version", RENAME_REFUSED);
 
 /** What the edits were planned on: a file no longer of this size and change time is not touched. */
 export interface PlannedState {
@@ -170,18 +167,6 @@ export async function commitCopyAsync(tmp: string, target: string, planned?: Pla
   await rename(tmp, target).catch((err: unknown) => {
     throw renameRefused(err);
   });
-}
-
-/** The rename's own error when the original may not be replaced (what the user has to fix). */
-function renameRefused(err: unknown): unknown {
-  const code = (err as NodeJS.ErrnoException | null)?.code;
-  if (code !== "EPERM" && code !== "EACCES") return err;
-  return new ElfPatchError(
-    ErrorCode.IO_WRITE,
-    `Cannot replace the file with its new version: ${code}: the file is immutable or append-only, or its ` +
-      "directory is sticky (like /tmp) and the file belongs to another user; the file was not changed",
-    { cause: err },
-  );
 }
 
 /** Removes a temp file of `prepareCopy` (nothing if it is gone). */

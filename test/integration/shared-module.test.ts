@@ -8,13 +8,13 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { repoRoot } from "../support/fixtures.js";
 
 const HOST = "/usr/lib/x86_64-linux-gnu";
 const LIBS = ["libz.so.1", "libdl.so.2", "libutil.so.1", "libm.so.6"];
-const ROOT = resolve(__dirname, "../..");
 
 /** strace is there and may trace (a container can forbid ptrace). */
 const hasStrace = spawnSync("strace", ["-f", "-qq", "-e", "trace=none", "true"], { stdio: "ignore" }).status === 0;
@@ -37,7 +37,7 @@ describe.skipIf(!hasStrace || !existsSync(join(HOST, LIBS[0]!)))("one compiled c
     // transitive: the resolver parses what the entries provide (libc's own dependencies).
     const spec = { req: {}, rpath: { set: `${HOST}:/nonexistent-elfpatch-dir`, shrink: true, force: true }, dryRun: true };
     const script = `
-      const { Pool } = await import(${JSON.stringify(pathToFileURL(join(ROOT, "build/js/pool/pool.js")).href)});
+      const { Pool } = await import(${JSON.stringify(pathToFileURL(join(repoRoot, "build/js/pool/pool.js")).href)});
       const pool = await Pool.create(1);
       try {
         const { records } = await pool.run(${JSON.stringify(files)}, ${JSON.stringify(spec)}, () => {});
