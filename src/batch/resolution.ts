@@ -1,5 +1,5 @@
 /**
- * Attaches the after-patch resolution (the static resolver's answer, by glibc's rules) to the
+ * Attaches the after-patch resolution (the static resolver's answer, by the loader's rules) to the
  * records of files that were patched or already right, so one `patch --json` run says both what
  * changed and whether every library will now load.
  */

@@ -13,7 +13,7 @@
  *      file of the same class and machine); drop duplicates and empty entries.
  *      With `force` (DT_RPATH, which the libraries this file loads inherit), a directory is also
  *      kept when it serves a dependency of a dependency through this file's run path, as the
- *      static resolver answers by glibc's rules (patchelf looks at direct NEEDED only and drops
+ *      static resolver answers by the loader's rules (patchelf looks at direct NEEDED only and drops
  *      it: NixOS/patchelf#265).
  * The tag is `DT_RPATH` with `force`, else `DT_RUNPATH`.
  */

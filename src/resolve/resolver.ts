@@ -26,6 +26,7 @@ import { readLdCache } from "./ld-so-cache.js";
 import { LoadSet, type LoadedObject } from "./load-set.js";
 import { DEFAULT_INTERPRETER, LOADER_SONAME, profileFor, VDSO_NAME, type Profile } from "./profile.js";
 import { loaderBuild, ownLoaderBuild, type LoaderBuild } from "./loader-build.js";
+import { isMuslReserved, muslArch, muslPathList, muslSystemPath, MUSL_X86_64_INTERPRETER, searchMusl, type MuslEnv } from "./musl.js";
 import { searchName, type SearchEnv, type SearchResult } from "./search-path.js";
 import type { FileReport, LoadMode, NeededRecord, ResolverOptions, SearchedDir } from "./types.js";
 import { checkVersions, versionMessage } from "./versions.js";
@@ -48,6 +49,10 @@ export interface RunPathOverride {
 /** One load tree under construction. */
 interface Tree {
   set: LoadSet;
+  /** The tree's loader is musl's (its rules, musl.ts), else glibc's. */
+  musl: MuslEnv | null;
+  /** musl: objects by the name a search found them by (its only name lookup for bare names). */
+  shortnames: Map<string, LoadedObject>;
   queue: LoadedObject[];
   edges: NeededRecord[];
   byEdge: Map<string, NeededRecord>;
@@ -77,7 +82,9 @@ export class Resolver {
   private readonly candidates: Candidates;
   private readonly env: SearchEnv;
   private readonly uses = new Map<string, RunPathUse>();
-  private context: LoadSet | null = null;
+  private readonly muslEnvs = new Map<string, MuslEnv>();
+  /** dlopen mode: the tree every root starts from (the exe's, or the loader alone). */
+  private context: Tree | null = null;
   /** dlopen mode with `exe`: the program's own load tree (known after the first `resolve`). */
   exeReport: FileReport | null = null;
 
@@ -92,17 +99,22 @@ export class Resolver {
     // The default directories and cache are the target loader's, as it was built (read from its
     // bytes): `interpreter`, else the loader the `exe` program names (a nixpkgs Python names its
     // store glibc's), else the FHS path; on the host with nothing there, the one running us.
+    // A tree whose only loader is musl's (an Alpine root) is resolved by musl's rules (musl.ts).
     let build: LoaderBuild | null = null;
-    if (opts.defaultDirs === undefined || opts.cachePath === undefined) {
-      let loader = opts.interpreter;
-      if (loader === undefined && opts.exe) {
-        const p = this.candidates.probe(opts.exe);
-        if (p.kind === "ok" && p.file.info?.interpreter) loader = p.file.info.interpreter;
-      }
+    let loader = opts.interpreter;
+    if (loader === undefined && opts.exe) {
+      const p = this.candidates.probe(opts.exe);
+      if (p.kind === "ok" && p.file.info?.interpreter) loader = p.file.info.interpreter;
+    }
+    const present = (path: string): boolean => this.candidates.probe(path).kind !== "absent";
+    if (loader === undefined && !present(DEFAULT_INTERPRETER) && present(MUSL_X86_64_INTERPRETER)) {
+      loader = MUSL_X86_64_INTERPRETER;
+    }
+    if ((opts.defaultDirs === undefined || opts.cachePath === undefined) && (loader === undefined || muslArch(loader) === null)) {
       build = loaderBuild(this.fs.host(loader ?? DEFAULT_INTERPRETER));
       if (build === null && root === "" && loader === undefined) build = ownLoaderBuild();
     }
-    this.profile = profileFor(opts, build);
+    this.profile = profileFor({ ...opts, interpreter: loader ?? opts.interpreter }, build);
     const cachePath = opts.cachePath === undefined ? build?.cachePath ?? "/etc/ld.so.cache" : opts.cachePath;
     this.env = {
       candidates: this.candidates,
@@ -161,7 +173,8 @@ export class Resolver {
     const p = this.candidates.probe(interp);
     const rtld = this.object(interp, p.kind === "ok" ? p.file : null, null, dirnameOf(interp));
     rtld.preloaded = true;
-    set.add(rtld, [], rtld.info?.soname ?? LOADER_SONAME);
+    // glibc's loader answers to its SONAME; musl's to its path and the reserved names (musl.ts).
+    set.add(rtld, [], muslArch(interp) !== null ? null : rtld.info?.soname ?? LOADER_SONAME);
     const vdso = this.object(VDSO_NAME, null, null, null);
     vdso.preloaded = true;
     set.add(vdso, []);
@@ -180,13 +193,15 @@ export class Resolver {
       if (runPaths && tree.set.main?.info) tree.set.main.info = { ...tree.set.main.info, ...runPaths };
       return tree;
     }
-    const set = this.contextSet().clone();
+    const context = this.contextTree();
+    const set = context.set.clone();
     const known = set.lookup(path) ?? set.sameFile(p.file);
     const root = known ?? this.object(path, p.file, null, this.fs.absolute(dirnameOf(path)));
     if (runPaths && !known && root.info) root.info = { ...root.info, ...runPaths };
     if (!known) set.add(root, [path]);
     this.setLibraryPath(set.main);
-    return { set, queue: [root], edges: [], byEdge: new Map(), errors: [] };
+    const shortnames = new Map(context.shortnames);
+    return { set, musl: context.musl, shortnames, queue: [root], edges: [], byEdge: new Map(), errors: [] };
   }
 
   /**
@@ -194,13 +209,34 @@ export class Resolver {
    * (the kernel's /proc/self/exe), or of the path as given for `ld.so --list` (glibc < 2.42).
    */
   private programTree(path: string, file: LibFile, asGiven: boolean): Tree {
-    const set = this.baseSet(file.info?.interpreter ?? null);
+    const interpreter = file.info?.interpreter ?? null;
+    const set = this.baseSet(interpreter);
     const real = asGiven ? null : this.fs.realpath(path);
     const main = this.object(path, file, null, this.fs.absolute(dirnameOf(real ?? path)));
     set.main = main;
     set.add(main, [path]);
     this.setLibraryPath(main);
-    return { set, queue: [main], edges: [], byEdge: new Map(), errors: [] };
+    const musl = this.muslEnv(interpreter ?? this.profile.interpreter);
+    return { set, musl, shortnames: new Map(), queue: [main], edges: [], byEdge: new Map(), errors: [] };
+  }
+
+  /** The search context of a musl loader (null for any other loader); one per loader path. */
+  private muslEnv(interpreter: string): MuslEnv | null {
+    const arch = muslArch(interpreter);
+    if (arch === null) return null;
+    let env = this.muslEnvs.get(interpreter);
+    if (!env) {
+      const ldLibraryPath = this.opts.ldLibraryPath;
+      env = {
+        interpreter,
+        candidates: this.candidates,
+        libraryPath: ldLibraryPath == null ? null : muslPathList(ldLibraryPath),
+        systemPath: muslSystemPath(this.fs, interpreter, arch),
+        onRunPath: (owner, via, dirs) => this.noteRunPath(owner.path, via, dirs),
+      };
+      this.muslEnvs.set(interpreter, env);
+    }
+    return env;
   }
 
   /** `LD_LIBRARY_PATH`, with the main program's token values. */
@@ -210,21 +246,23 @@ export class Resolver {
   }
 
   /** dlopen mode: what is loaded before each root (the exe's tree, or just the loader). */
-  private contextSet(): LoadSet {
+  private contextTree(): Tree {
     if (this.context) return this.context;
     const exe = this.opts.exe;
     const p = exe ? this.candidates.probe(exe) : null;
     if (!exe || !p || p.kind !== "ok") {
       if (exe && p) this.exeReport = this.unloadable(exe, `${exe}: ${probeError(p)}`);
-      this.context = this.baseSet(null);
+      const set = this.baseSet(null);
+      const musl = this.muslEnv(this.profile.interpreter);
+      this.context = { set, musl, shortnames: new Map(), queue: [], edges: [], byEdge: new Map(), errors: [] };
       return this.context;
     }
     const tree = this.programTree(exe, p.file, false);
     this.walk(tree);
     this.exeReport = this.report(exe, tree);
     for (const o of tree.set.objects) o.preloaded = true;
-    this.context = tree.set;
-    return tree.set;
+    this.context = tree;
+    return tree;
   }
 
   /** Breadth-first over DT_NEEDED. */
@@ -245,6 +283,7 @@ export class Resolver {
 
   private needed(name: string, requester: LoadedObject, tree: Tree): NeededRecord {
     const edge: NeededRecord = { name, by: requester.path, status: "found", path: null, via: null, from: null, missingVersions: [] };
+    if (tree.musl) return this.neededMusl(name, requester, tree, tree.musl, edge);
     const expanded = expandTokens(name, this.dst(requester.origin));
     if (expanded === null || expanded === "") return { ...edge, status: "skipped" };
     const known = tree.set.lookup(expanded);
@@ -254,6 +293,29 @@ export class Resolver {
     }
     const res = expanded.includes("/") ? this.direct(expanded) : searchName(expanded, requester, tree.set.main, this.env);
     return this.place(res, expanded, requester, tree, edge);
+  }
+
+  /** `load_library` of musl (musl.ts): its own names, short names, then path or search. */
+  private neededMusl(name: string, requester: LoadedObject, tree: Tree, env: MuslEnv, edge: NeededRecord): NeededRecord {
+    if (name === "") return { ...edge, status: "skipped" };
+    if (isMuslReserved(name) || name === env.interpreter) {
+      const rtld = tree.set.lookup(env.interpreter);
+      return { ...edge, path: rtld?.path ?? env.interpreter, via: "loaded" };
+    }
+    if (!name.includes("/")) {
+      const known = tree.shortnames.get(name);
+      if (known) return { ...edge, path: known.path, via: "loaded" };
+    }
+    const res = name.includes("/") ? this.direct(name) : searchMusl(name, requester, tree.set.main, env);
+    const out = this.place(res, name, requester, tree, edge);
+    // A library found by a search gets its short name (the basename of the path it was opened
+    // by); one first opened by a path gets it when a search finds its inode again.
+    if (res.kind === "found" && !name.includes("/") && out.path !== null) {
+      const obj = tree.set.lookup(out.path);
+      const short = out.path.slice(out.path.lastIndexOf("/") + 1);
+      if (obj && ![...tree.shortnames.values()].includes(obj)) tree.shortnames.set(short, obj);
+    }
+    return out;
   }
 
   private direct(path: string): SearchResult {
@@ -269,6 +331,10 @@ export class Resolver {
       const error = `${res.path}: ${res.message}`;
       tree.errors.push(error);
       return { ...edge, status: "fatal", path: res.path, error };
+    }
+    if (res.kind === "missing" && tree.musl) {
+      // musl's words ("Error loading shared library NAME: No such file or directory").
+      return { ...edge, status: "missing", error: `${name}: No such file or directory`, ...(res.searched.length ? { searched: res.searched } : {}) };
     }
     if (res.kind === "missing") {
       const error = `${name}: ${res.otherClass ? "wrong ELF class: ELFCLASS32" : res.tried ? NO_FILE : NO_FILE_UNTRIED}`;
@@ -288,7 +354,8 @@ export class Resolver {
   }
 
   private report(path: string, tree: Tree): FileReport {
-    const v = checkVersions(tree.set, (o) => this.fs.host(o.path));
+    // musl's loader checks no symbol versions.
+    const v = tree.musl ? { gaps: [], warnings: [] } : checkVersions(tree.set, (o) => this.fs.host(o.path));
     const errors = [...tree.errors];
     for (const g of v.gaps) {
       errors.push(versionMessage(g));

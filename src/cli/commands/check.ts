@@ -1,6 +1,6 @@
 /**
  * `elfpatch check [--json] [--tree] [--exe PATH] [--ld-library-path LIST|env] [--root DIR] PATH...`:
- * where every DT_NEEDED of each ELF file under the PATHs resolves under glibc's rules, statically.
+ * where every DT_NEEDED of each ELF file under the PATHs resolves under the target loader's rules (glibc's, or musl's for a musl tree), statically.
  * Each file is loaded as `dlopen(path)` by the `--exe` program (default: a program with nothing
  * loaded). Exit status 1 when a library is missing, a version is missing or a candidate is invalid.
  */
@@ -70,7 +70,7 @@ function output(r: FileReport, opts: CheckOptions, io: CliIo, renderTree: (r: Fi
 
 export function checkCommand(io: CliIo): Command {
   return new Command("check")
-    .description("report where each DT_NEEDED of every ELF file under the PATHs resolves, by glibc's rules (nothing is run)")
+    .description("report where each DT_NEEDED of every ELF file under the PATHs resolves, by the loader's rules (glibc's; musl's for a musl tree; nothing is run)")
     .argument("<paths...>", "files or directories")
     .option("--json", "NDJSON on stdout: one record per file, then a summary record")
     .option("--tree", "print each file's load tree with the reason for every library")
