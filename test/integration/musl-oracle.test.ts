@@ -12,6 +12,9 @@
  *   instead of trying the next).
  * - A musl program that `dlopen`s a library and prints what got mapped, against `--exe` dlopen
  *   mode (the library's search goes on to the program's run path).
+ * - The tree patched with a run path that needs a new segment: musl's loader (which maps files with
+ *   code of its own, not glibc's) lists it as before, the `dlopen` still works, eu-elflint and
+ *   readelf find nothing new, a second run changes nothing.
  * - As root, a root directory with only musl's loader and its own path file, listed by that loader
  *   under `chroot`, against `check --root`.
  * Needs `musl-gcc` and `/lib/ld-musl-x86_64.so.1` (Debian's `musl-tools`; CI installs it).
@@ -23,11 +26,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Resolver } from "../../src/resolve/resolver.js";
 import type { FileReport } from "../../src/resolve/types.js";
 import { makeTempDir, repoRoot } from "../support/fixtures.js";
-import { has } from "../support/oracle.js";
+import { elflint, has } from "../support/oracle.js";
 
 const MUSL_LDSO = "/lib/ld-musl-x86_64.so.1";
 const READY = has("musl-gcc") && fs.existsSync(MUSL_LDSO);
 const SRC = path.join(repoRoot, "fixtures", "musl");
+const CLI = path.join(repoRoot, "build", "js", "cli", "main.js");
 
 if (!READY && process.env.ELFPATCH_REQUIRE_CORPUS) {
   throw new Error("musl-gcc or /lib/ld-musl-x86_64.so.1 is missing (Debian: apt-get install musl-tools)");
@@ -102,6 +106,12 @@ function ours(report: FileReport, loader = MUSL_LDSO): Listing {
     }
   }
   return out;
+}
+
+/** readelf's warnings and errors about a file (its output otherwise differs after any edit). */
+function readelfComplaints(file: string): string[] {
+  const r = spawnSync("readelf", ["-W", "-a", file], { encoding: "utf8" });
+  return `${r.stdout}\n${r.stderr}`.split("\n").filter((l) => /warning|error/i.test(l)).map((l) => l.split(file).join("<file>"));
 }
 
 const sorted = (l: Listing): Listing => ({ found: [...l.found].sort(), failed: [...l.failed].sort(), self: [...new Set(l.self)].sort() });
@@ -181,6 +191,43 @@ describe.skipIf(!READY)("musl's loader as the oracle", () => {
         expect(report.missing).toEqual(["libnone.so"]);
       }
     }
+  });
+
+  it("patched and grown to a new segment, the musl tree loads and lists as before under musl's loader", () => {
+    const copy = path.join(T, "patched");
+    fs.cpSync(path.join(T, "app"), copy, { recursive: true });
+    // A run path too long for any slack: every file gets a new segment.
+    const long = Array.from({ length: 60 }, (_, i) => `/nix/store/${String(i).padStart(2, "0")}-musl-dependency-xxxxxxxxxxxxxxxx/lib`).join(":");
+    const args = ["patch", "--json", "--no-cache", "--force-rpath", "--add-rpath", long, copy];
+    const first = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
+    const records = first.stdout.trim().split("\n").map((l) => JSON.parse(l) as { type: string; status?: string; strategy?: string; path?: string });
+    const files = records.filter((r) => r.type === "file" && r.status !== "skipped");
+    expect(files.length).toBeGreaterThanOrEqual(12);
+    expect(files.filter((r) => r.status !== "patched")).toEqual([]);
+    expect(files.every((r) => r.strategy === "new-segment" || r.strategy === "slack")).toBe(true);
+    expect(files.some((r) => r.strategy === "new-segment")).toBe(true);
+    // (main's DT_NEEDED of libq.so is an absolute path: the copy still loads the original's.)
+    const rel = (l: Listing, base: string): Listing => {
+      const strip = (x: string): string => x.split(base).join("<app>").split(path.join(T, "app")).join("<app>");
+      return sorted({ found: l.found.map(strip), failed: l.failed.map(strip), self: l.self });
+    };
+    for (const prog of ["bin/main", "bin/bad"]) {
+      expect(rel(muslList([path.join(copy, prog)]), copy)).toEqual(rel(muslList([path.join(T, "app", prog)]), path.join(T, "app")));
+    }
+    // eu-elflint and readelf find nothing new in any patched file.
+    for (const r of files) {
+      const original = path.join(T, "app", path.relative(copy, r.path!));
+      expect(elflint(r.path!), r.path).toEqual(elflint(original));
+      expect(readelfComplaints(r.path!), r.path).toEqual(readelfComplaints(original));
+    }
+    const dlopen = spawnSync(path.join(copy, "bin/dl"), [path.join(copy, "plug/libp.so")], { encoding: "utf8" });
+    expect(dlopen.stdout.split("\n")[0]).toBe("ok");
+    expect(dlopen.stdout).toContain(path.join(copy, "lib/libb2.so"));
+    // The same run again changes nothing.
+    const again = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
+    const summary = JSON.parse(again.stdout.trim().split("\n").pop()!) as { patched: number; unchanged: number };
+    expect(summary.patched).toBe(0);
+    expect(summary.unchanged).toBe(files.length);
   });
 
   it("elfpatch check --root on a root with only musl's loader: its path file decides (chroot oracle)", (ctx) => {
