@@ -23,6 +23,7 @@ export const ErrorCode = {
   ELF_NO_ROOM: "ELF_NO_ROOM",
   ELF_NO_INTERPRETER: "ELF_NO_INTERPRETER",
   ELF_BAD_INTERPRETER: "ELF_BAD_INTERPRETER",
+  ELF_TRAILING_DATA: "ELF_TRAILING_DATA",
   RESOLVE_BAD_CACHE: "RESOLVE_BAD_CACHE",
   IO_OPEN: "IO_OPEN",
   IO_READ: "IO_READ",
@@ -63,6 +64,10 @@ const STATUS_TABLE: Record<number, [ErrorCode, string]> = {
   [Status.NoInterpreter]: [ErrorCode.ELF_NO_INTERPRETER, "No ELF program interpreter; can't set it"],
   [Status.BadRequest]: [ErrorCode.INTERNAL, "Malformed edit request"],
   [Status.BadInterpreter]: [ErrorCode.ELF_BAD_INTERPRETER, "Invalid ELF program interpreter"],
+  [Status.TrailingData]: [
+    ErrorCode.ELF_TRAILING_DATA,
+    "The file carries data after its ELF contents (an appended archive?); growing it would move that data off the end of the file",
+  ],
 };
 
 export function statusToError(status: number): ErrorRecord {

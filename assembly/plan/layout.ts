@@ -21,6 +21,15 @@ import { STR_HEADROOM } from "./strtab";
 /** Most bytes of sections moved out of the way of a growing program header table. */
 const MAX_MOVED: u64 = 256 << 10;
 
+/**
+ * Bytes after everything the headers describe that a new segment may follow: patchelf leaves one
+ * byte after its segment, linkers none. More is a payload (PyInstaller's archive, a self-extracting
+ * program's data), found by reading the end of the file, so a new segment must not go after it.
+ */
+const TRAILING_SLACK: u64 = 64;
+/** Bytes read at each end of trailing data to tell zero padding from a payload. */
+const TRAILING_PROBE: u64 = 4096;
+
 /** Spare `DT_NULL` slots given to a moved dynamic array. */
 export const DYN_HEADROOM: i32 = 8;
 
@@ -161,8 +170,48 @@ function tryTail(elf: Elf, l: Layout): bool {
   return true;
 }
 
+/** The end of everything the headers describe: the ELF header, both tables, segments, sections. */
+function contentEnd(elf: Elf): u64 {
+  const img = elf.img;
+  let end: u64 = img.is64 ? 64 : 52;
+  const ph = elf.phoff + <u64>elf.segments.length * <u64>(img.is64 ? 56 : 32);
+  if (elf.phoff != 0 && ph > end) end = ph;
+  for (let i = 0, n = elf.segments.length; i < n; i++) {
+    const g = unchecked(elf.segments[i]);
+    if (g.filesz > 0 && g.off + g.filesz > end) end = g.off + g.filesz;
+  }
+  for (let i = 0, n = elf.secRanges.length; i < n; i += 2) {
+    const e = unchecked(elf.secRanges[i]) + unchecked(elf.secRanges[i + 1]);
+    if (e > end) end = e;
+  }
+  if (elf.shoff != 0 && elf.shnum != 0) {
+    const e = elf.shoff + <u64>elf.shnum * <u64>elf.shentsize;
+    if (e > end) end = e;
+  }
+  return end;
+}
+
+/** `TrailingData` when non-zero bytes follow the file's contents (beyond TRAILING_SLACK). */
+function checkTrailing(elf: Elf): Status {
+  const img = elf.img;
+  const end = contentEnd(elf);
+  if (end >= img.size || img.size - end <= TRAILING_SLACK) return Status.Ok;
+  const n = img.size - end;
+  const k = n < TRAILING_PROBE ? n : TRAILING_PROBE;
+  const head = img.at(end, k);
+  const tail = img.at(img.size - k, k);
+  if (!head || !tail) return img.ok ? Status.Truncated : img.status;
+  for (let i: u64 = 0; i < k; i++) {
+    if (load<u8>(head + <usize>i) != 0 || load<u8>(tail + <usize>i) != 0) return Status.TrailingData;
+  }
+  return Status.Ok;
+}
+
 function newSegment(elf: Elf, l: Layout): Status {
   const img = elf.img;
+  // The new segment goes at the end of the file: not after a payload that is read from there.
+  const trailing = checkTrailing(elf);
+  if (trailing != Status.Ok) return trailing;
   const ent: u64 = img.is64 ? 56 : 32;
   const n = elf.segments.length + 1;
   if (n >= 0xffff) return Status.TooLarge;

@@ -44,4 +44,9 @@ export enum Status {
   BadRequest = 18,
   /** `PT_INTERP` is invalid (size, position or terminator). */
   BadInterpreter = 19,
+  /**
+   * The file has data after everything its headers describe (an appended archive or payload, as
+   * PyInstaller and self-extracting programs carry), and the edit needs a new segment at the end.
+   */
+  TrailingData = 20,
 }
