@@ -85,6 +85,17 @@ export function summarize(i: ElfInfo): DynamicSummary {
   return { interpreter: i.interpreter, soname: i.soname, needed: i.needed, rpath: i.rpath, runpath: i.runpath, flags1: i.flags1 };
 }
 
+/**
+ * A static PIE (`gcc -static-pie`): `ET_DYN` with `DF_1_PIE` and no interpreter. The kernel runs
+ * it without a loader and it relocates itself, so no dynamic edit has an effect, and a run path
+ * makes glibc's static startup crash (measured with glibc 2.36: a static PIE linked with `-rpath`
+ * segfaults before `main`, and so does one given a run path by patchelf). It is skipped like a
+ * static executable.
+ */
+export function isStaticPie(i: ElfInfo): boolean {
+  return i.type === "DYN" && i.interpreter === null && i.flags1.includes("PIE");
+}
+
 function withoutInterpreter(req: EditRequest): EditRequest {
   const { interpreter: _i, ...rest } = req;
   return rest;
@@ -93,6 +104,7 @@ function withoutInterpreter(req: EditRequest): EditRequest {
 /** The request for one file: the run-path policy resolved against what the file has now. */
 export function resolveRequest(spec: BatchSpec, path: string, probe: LibraryProbe, key?: string): (before: ElfInfo) => EditRequest {
   return (before) => {
+    if (isStaticPie(before)) return {};
     // A tree holds libraries and executables: the interpreter is set where there is one.
     const req = before.interpreter === null && spec.req.interpreter !== undefined ? withoutInterpreter(spec.req) : spec.req;
     const policy = spec.rpath;
@@ -142,6 +154,11 @@ export function planOne(
     rec.before = summarize(plan.before);
     if (keepInfo) rec.beforeInfo = plan.before;
     rec.edits = plan.edits.length;
+    if (isStaticPie(plan.before)) {
+      rec.status = "skipped";
+      rec.skipReason = "static-pie";
+      return { rec, plan: null, links };
+    }
     if (plan.edits.length === 0) {
       rec.status = "unchanged";
       rec.after = rec.before;
