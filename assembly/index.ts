@@ -236,6 +236,7 @@ function describe(e: Elf): Out {
   out.num(InfoKind.Endian, e.img.big ? 2 : 1);
   out.num(InfoKind.Machine, e.machine);
   out.num(InfoKind.Type, e.type);
+  out.num(InfoKind.Entry, <f64>e.entry);
   out.num(InfoKind.OsAbi, e.osabi);
   out.num(InfoKind.HasDynamic, e.dynIndex >= 0 ? 1 : 0);
   out.num(InfoKind.HasSectionHeaders, e.hasShdrs ? 1 : 0);

@@ -29,6 +29,11 @@ export interface PatchResult {
   bytesAdded: number;
   /** Of those, bytes of sections moved out of the way of the program header table. */
   movedBytes: number;
+  /**
+   * Set when the file was left alone because it relocates itself (`static-pie`, `loader`: see
+   * `selfRelocating` in batch/process-file.ts); `after` is then the file as it is.
+   */
+  skipped?: "static-pie" | "loader";
 }
 
 /** Options of `planFile`/`patchFile`. */
@@ -110,9 +115,10 @@ export function patchFile(
   const r = processFile(eng, target, spec, opts.probe ?? new LibraryProbe(), true);
   if (r.error || !r.beforeInfo) return { path, error: r.error ?? { code: ErrorCode.INTERNAL, message: "No result" } };
   const before = { ...r.beforeInfo, path };
-  const after = r.afterInfo ? { ...r.afterInfo, path } : null;
+  const self = r.status === "skipped" && (r.skipReason === "static-pie" || r.skipReason === "loader") ? r.skipReason : undefined;
+  const after = r.afterInfo ? { ...r.afterInfo, path } : self ? before : null;
   return {
     path, changed: r.changed, before, after, edits: r.edits, strategy: r.strategy ?? "in-place", bytesAdded: r.bytesAdded,
-    movedBytes: r.movedBytes ?? 0,
+    movedBytes: r.movedBytes ?? 0, ...(self ? { skipped: self } : {}),
   };
 }

@@ -48,12 +48,14 @@ export function parseHeader(elf: Elf): void {
   elf.type = img.u16(16);
   elf.machine = img.u16(18);
   if (img.is64) {
+    elf.entry = img.u64(24);
     elf.phoff = img.u64(32);
     elf.shoff = img.u64(40);
     elf.phnum = img.u16(56);
     elf.shentsize = img.u16(58);
     elf.shnum = img.u16(60);
   } else {
+    elf.entry = img.u32(24);
     elf.phoff = img.u32(28);
     elf.shoff = img.u32(32);
     elf.phnum = img.u16(44);

@@ -58,6 +58,8 @@ export class Elf {
   osabi: u32 = 0;
   type: u32 = 0;
   machine: u32 = 0;
+  /** `e_entry` (0: none, as in most shared libraries). */
+  entry: u64 = 0;
   phoff: u64 = 0;
   shoff: u64 = 0;
   phnum: u32 = 0;

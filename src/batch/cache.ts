@@ -262,7 +262,7 @@ export class ResultCache {
   record(path: string, st: { sig: string; ctimeMs: number }, verdict: FileRecord | null): void {
     if (st.ctimeMs >= this.runStartMs - SETTLE_MS) return;
     if (verdict !== null) {
-      if (!(verdict.status === "unchanged" || (verdict.status === "skipped" && (verdict.skipReason === "no-dynamic" || verdict.skipReason === "static-pie")))) return;
+      if (!(verdict.status === "unchanged" || (verdict.status === "skipped" && (verdict.skipReason === "no-dynamic" || verdict.skipReason === "static-pie" || verdict.skipReason === "loader")))) return;
       if (verdict.changed || verdict.strategy !== null || verdict.bytesAdded !== 0 || verdict.edits !== 0) return;
       const {
         resolution: _r, journal: _j, beforeInfo: _b, afterInfo: _a, type: _t, path: _p, changed: _c, strategy: _s, bytesAdded: _n, edits: _e,

@@ -86,15 +86,28 @@ export function summarize(i: ElfInfo): DynamicSummary {
 }
 
 /**
- * A static PIE (`gcc -static-pie`): `ET_DYN` with `DF_1_PIE` and no interpreter. The kernel runs
- * it without a loader and it relocates itself, so no dynamic edit has an effect, and a run path
- * makes glibc's static startup crash (measured with glibc 2.36: a static PIE linked with `-rpath`
- * segfaults before `main`, and so does one given a run path by patchelf). It is skipped like a
- * static executable.
+ * Why a file that relocates itself is skipped, or null for any other file. Such a file is run by
+ * the kernel without a loader and finds its own dynamic array through `_DYNAMIC`, so no dynamic
+ * edit has an effect and a moved table breaks it:
+ * - `static-pie` (`gcc -static-pie`, Debian's `ldconfig`): `ET_DYN` with `DF_1_PIE`, no
+ *   interpreter. With a run path glibc's static startup crashes (measured with glibc 2.36: a
+ *   static PIE linked with `-rpath` segfaults before `main`, as does `ldconfig` after patchelf).
+ * - `loader`: glibc's dynamic loader (`ld-linux-x86-64.so.2`, `ld-linux.so.2`,
+ *   `ld-linux-aarch64.so.1`, `ld64.so.1`, `ld.so.1`... on every architecture): `ET_DYN` with an
+ *   entry point, no interpreter, no `DT_NEEDED`, and such a SONAME (an entry point and no
+ *   `DT_NEEDED` alone would also take mold's libraries without dependencies). It refuses a run
+ *   path of its own (an assertion in `elf_get_dynamic_info`) and crashes when its string table
+ *   moves. (musl's loader, its `libc.so`, has no SONAME to know it by: not recognised.)
  */
-export function isStaticPie(i: ElfInfo): boolean {
-  return i.type === "DYN" && i.interpreter === null && i.flags1.includes("PIE");
+export function selfRelocating(i: ElfInfo): "static-pie" | "loader" | null {
+  if (i.type !== "DYN" || i.interpreter !== null) return null;
+  if (i.flags1.includes("PIE")) return "static-pie";
+  const loader = i.entry !== 0 && i.needed.length === 0 && i.soname !== null && GLIBC_LOADER_SONAME.test(i.soname);
+  return loader ? "loader" : null;
 }
+
+/** The SONAMEs of glibc's loaders: `ld-linux*.so.N`, `ld64.so.N`, `ld.so.N`. */
+const GLIBC_LOADER_SONAME = /^ld(?:-linux[\w.-]*|64)?\.so\.\d+$/;
 
 function withoutInterpreter(req: EditRequest): EditRequest {
   const { interpreter: _i, ...rest } = req;
@@ -104,7 +117,7 @@ function withoutInterpreter(req: EditRequest): EditRequest {
 /** The request for one file: the run-path policy resolved against what the file has now. */
 export function resolveRequest(spec: BatchSpec, path: string, probe: LibraryProbe, key?: string): (before: ElfInfo) => EditRequest {
   return (before) => {
-    if (isStaticPie(before)) return {};
+    if (selfRelocating(before) !== null) return {};
     // A tree holds libraries and executables: the interpreter is set where there is one.
     const req = before.interpreter === null && spec.req.interpreter !== undefined ? withoutInterpreter(spec.req) : spec.req;
     const policy = spec.rpath;
@@ -154,9 +167,10 @@ export function planOne(
     rec.before = summarize(plan.before);
     if (keepInfo) rec.beforeInfo = plan.before;
     rec.edits = plan.edits.length;
-    if (isStaticPie(plan.before)) {
+    const self = selfRelocating(plan.before);
+    if (self !== null) {
       rec.status = "skipped";
-      rec.skipReason = "static-pie";
+      rec.skipReason = self;
       return { rec, plan: null, links };
     }
     if (plan.edits.length === 0) {

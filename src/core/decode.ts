@@ -31,7 +31,7 @@ function text(mem: Uint8Array, start: number, end: number): string {
 export function decodeInfo(path: string, size: number, mem: Uint8Array, versions = true): ElfInfo {
   const view = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
   const info: ElfInfo = {
-    path, class: 64, endian: "little", machine: { number: 0, name: "" }, type: "", osabi: { number: 0, name: "" },
+    path, class: 64, endian: "little", machine: { number: 0, name: "" }, type: "", entry: 0, osabi: { number: 0, name: "" },
     interpreter: null, soname: null, needed: [], rpath: null, runpath: null, flags: [], flags1: [],
     hasDynamic: false, spareDynamicSlots: 0, dynstrSize: 0, dynamicSize: 0, programHeaders: 0,
     tagCounts: { rpath: 0, runpath: 0, soname: 0 }, versionNeeds: {}, versionDefs: [], hasSectionHeaders: false, size,
@@ -48,6 +48,7 @@ export function decodeInfo(path: string, size: number, mem: Uint8Array, versions
       case InfoKind.Endian: info.endian = num === 2 ? "big" : "little"; break;
       case InfoKind.Machine: info.machine = { number: num, name: machineName(num) }; break;
       case InfoKind.Type: info.type = typeName(num); break;
+      case InfoKind.Entry: info.entry = num; break;
       case InfoKind.OsAbi: info.osabi = { number: num, name: osabiName(num) }; break;
       case InfoKind.HasDynamic: info.hasDynamic = num === 1; break;
       case InfoKind.HasSectionHeaders: info.hasSectionHeaders = num === 1; break;

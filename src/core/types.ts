@@ -15,6 +15,8 @@ export interface ElfInfo {
   machine: { number: number; name: string };
   /** `e_type`: `DYN` (shared object or PIE), `EXEC`, `REL`, `CORE`, `NONE`, or `0x<hex>`. */
   type: string;
+  /** `e_entry`: the entry point address (0 when there is none, as in most shared libraries). */
+  entry: number;
   /** `EI_OSABI`: the number and a short name (`SYSV`, `GNU`, `FreeBSD`…). */
   osabi: { number: number; name: string };
   /** The `PT_INTERP` string (program interpreter), or null when there is no `PT_INTERP`. */

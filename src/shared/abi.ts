@@ -36,6 +36,8 @@ export enum InfoKind {
   RpathCount = 22,
   RunpathCount = 23,
   SonameCount = 24,
+  /** `e_entry`. */
+  Entry = 25,
 }
 
 /**

@@ -1,5 +1,7 @@
 /**
- * Static PIEs (`gcc -static-pie`; Debian's own `/usr/sbin/ldconfig` is one): `ET_DYN` with a
+ * Files that relocate themselves are left alone: glibc's dynamic loaders (a run path trips an
+ * assertion in the loader, a moved string table crashes it; patchelf's seed recipe breaks them too),
+ * and static PIEs (`gcc -static-pie`; Debian's own `/usr/sbin/ldconfig` is one): `ET_DYN` with a
  * dynamic section and `DF_1_PIE`, but no interpreter. The kernel runs them without a loader, so no
  * dynamic edit has an effect, and a run path breaks them: glibc's static startup crashes on it
  * (measured with Debian's glibc 2.36: the same program linked with `-rpath` by the real linker dies
@@ -12,6 +14,7 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { makeTempDir, repoRoot } from "../support/fixtures.js";
 import { has } from "../support/oracle.js";
+import { CROSS_PACKAGES, crossPackageDir } from "../corpus/list.js";
 
 const CLI = path.join(repoRoot, "build", "js", "cli", "main.js");
 const SRC = path.join(repoRoot, "fixtures", "static", "hello.c");
@@ -27,6 +30,18 @@ interface Rec {
 function patch(args: string[]): Rec[] {
   const r = spawnSync(process.execPath, [CLI, "patch", "--json", "--no-cache", ...args], { encoding: "utf8" });
   return r.stdout.trim().split("\n").map((l) => JSON.parse(l) as Rec);
+}
+
+/** The loaders of the cross-arch corpus (test/corpus/build-corpus.sh), where unpacked. */
+function crossLoaders(): string[] {
+  const out: string[] = [];
+  for (const pkg of CROSS_PACKAGES) {
+    const dir = crossPackageDir(pkg);
+    if (!fs.existsSync(dir)) continue;
+    const found = execFileSync("find", [dir, "-name", "ld*.so*", "-type", "f"], { encoding: "utf8" }).trim();
+    if (found) out.push(...found.split("\n").filter((f) => /\/ld(-linux[\w.-]*|64)?\.so\.\d+$/.test(f)));
+  }
+  return out;
 }
 
 const isStaticPie = (file: string): boolean => {
@@ -69,6 +84,27 @@ describe.skipIf(!has("gcc"))("static PIEs", () => {
       expect(execFileSync(file, { encoding: "utf8" })).toBe("hello from a static build\n");
     });
   }
+
+  it("glibc's dynamic loaders (the host's, and the cross packages' when unpacked): skipped (loader), untouched, still run programs", () => {
+    const loaders = [fs.realpathSync("/lib64/ld-linux-x86-64.so.2"), ...crossLoaders()];
+    for (const [k, src] of loaders.entries()) {
+      const file = path.join(T, `loader-${k}`, path.basename(src));
+      fs.mkdirSync(path.dirname(file));
+      fs.copyFileSync(src, file);
+      fs.chmodSync(file, 0o755);
+      for (const recipe of [["--force-rpath", "--add-rpath", "/nix/profile/lib"], ["--set-soname", "ld-renamed.so.2"]]) {
+        const [rec] = patch([...recipe, file]);
+        expect(rec, src).toMatchObject({ status: "skipped", skipReason: "loader" });
+        expect(fs.readFileSync(file).equals(fs.readFileSync(src)), src).toBe(true);
+      }
+    }
+    // The host's copy still runs a program as its loader.
+    expect(execFileSync(path.join(T, "loader-0", path.basename(loaders[0]!)), [pie], { encoding: "utf8" })).toBe("hello from a static build\n");
+    // A library like any other is still patched: glibc's libc.so.6 (an entry point, a SONAME of its own).
+    const libc = path.join(T, "libc.so.6");
+    fs.copyFileSync(fs.realpathSync("/lib/x86_64-linux-gnu/libc.so.6"), libc);
+    expect(patch(["--force-rpath", "--add-rpath", "/nix/profile/lib", libc])[0]).toMatchObject({ status: "patched" });
+  });
 
   it("in a tree with a PIE and Debian's ldconfig: the static PIEs are skipped, the PIE is patched, all run", (ctx) => {
     const tree = path.join(T, "tree");
