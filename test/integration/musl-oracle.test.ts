@@ -230,6 +230,18 @@ describe.skipIf(!READY)("musl's loader as the oracle", () => {
     expect(summary.unchanged).toBe(files.length);
   });
 
+  it("musl's loader itself (its libc.so) is patched like a library and still runs programs", () => {
+    const copy = path.join(T, "musl-loader", "libc.so");
+    fs.mkdirSync(path.dirname(copy));
+    fs.copyFileSync(fs.realpathSync(MUSL_LDSO), copy);
+    fs.chmodSync(copy, 0o755);
+    const r = spawnSync(process.execPath, [CLI, "patch", "--json", "--no-cache", "--force-rpath", "--add-rpath", "/nix/profile/lib", copy], { encoding: "utf8" });
+    expect(JSON.parse(r.stdout.split("\n")[0]!)).toMatchObject({ status: "patched" });
+    expect(execFileSync("readelf", ["-d", copy], { encoding: "utf8" })).toMatch(/RPATH.*\/nix\/profile\/lib/);
+    const run = spawnSync(copy, [dl, path.join(T, "app/plug/libp.so")], { encoding: "utf8" });
+    expect(run.stdout.split("\n")[0]).toBe("ok");
+  });
+
   it("elfpatch check --root on a root with only musl's loader: its path file decides (chroot oracle)", (ctx) => {
     if (process.getuid?.() !== 0) return ctx.skip(); // chroot needs root
     const R = path.join(T, "root");
