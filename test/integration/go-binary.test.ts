@@ -8,17 +8,17 @@
  * `PT_LOAD` aside), and a second run that writes nothing.
  * Needs `go` (Debian's `golang-go`; CI installs it).
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { makeTempDir, repoRoot } from "../support/fixtures.js";
 import { elflint, has } from "../support/oracle.js";
+import { patchJson } from "../support/patch-cli.js";
 
 const READY = has("go") && has("gcc");
 if (!READY && process.env.ELFPATCH_REQUIRE_CORPUS) throw new Error("go is missing (Debian: apt-get install golang-go)");
 
-const CLI = path.join(repoRoot, "build", "js", "cli", "main.js");
 const LONG = Array.from({ length: 80 }, (_, i) => `/nix/store/${String(i).padStart(3, "0")}-go-dependency-xxxxxxxxxxxxxxxx/lib`).join(":");
 
 /** eu-elflint's complaints, with program header numbers left out (a new PT_LOAD renumbers them). */
@@ -71,16 +71,13 @@ describe.skipIf(!READY)("a program from Go's linker", () => {
       fs.mkdirSync(interpDir, { recursive: true });
       const interp = path.join(interpDir, "ld-linux-x86-64.so.2");
       if (!fs.existsSync(interp)) fs.copyFileSync("/lib64/ld-linux-x86-64.so.2", interp);
-      const args = ["patch", "--json", "--no-cache", ...recipe.map((a) => (a === "INTERP" ? interp : a)), file];
-      const first = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
-      const rec = JSON.parse(first.stdout.split("\n")[0]!) as { status: string; strategy: string };
-      expect(rec.status, first.stdout + first.stderr).toBe("patched");
-      expect(rec.strategy).toBe("new-segment");
+      const args = [...recipe.map((a) => (a === "INTERP" ? interp : a)), file];
+      const first = patchJson(args);
+      expect(first.files[0], first.stderr).toMatchObject({ status: "patched", strategy: "new-segment" });
       expect(execFileSync(file, { encoding: "utf8" })).toBe(expected);
       expect(section0(file)).toBe(section0(prog));
       expect(complaints(file)).toEqual(complaints(prog));
-      const again = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
-      expect(JSON.parse(again.stdout.trim().split("\n").pop()!)).toMatchObject({ patched: 0, unchanged: 1 });
+      expect(patchJson(args).summary).toMatchObject({ patched: 0, unchanged: 1 });
     });
   }
 });

@@ -27,11 +27,11 @@ import { Resolver } from "../../src/resolve/resolver.js";
 import type { FileReport } from "../../src/resolve/types.js";
 import { makeTempDir, repoRoot } from "../support/fixtures.js";
 import { elflint, has } from "../support/oracle.js";
+import { patchJson } from "../support/patch-cli.js";
 
 const MUSL_LDSO = "/lib/ld-musl-x86_64.so.1";
 const READY = has("musl-gcc") && fs.existsSync(MUSL_LDSO);
 const SRC = path.join(repoRoot, "fixtures", "musl");
-const CLI = path.join(repoRoot, "build", "js", "cli", "main.js");
 
 if (!READY && process.env.ELFPATCH_REQUIRE_CORPUS) {
   throw new Error("musl-gcc or /lib/ld-musl-x86_64.so.1 is missing (Debian: apt-get install musl-tools)");
@@ -198,10 +198,8 @@ describe.skipIf(!READY)("musl's loader as the oracle", () => {
     fs.cpSync(path.join(T, "app"), copy, { recursive: true });
     // A run path too long for any slack: every file gets a new segment.
     const long = Array.from({ length: 60 }, (_, i) => `/nix/store/${String(i).padStart(2, "0")}-musl-dependency-xxxxxxxxxxxxxxxx/lib`).join(":");
-    const args = ["patch", "--json", "--no-cache", "--force-rpath", "--add-rpath", long, copy];
-    const first = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
-    const records = first.stdout.trim().split("\n").map((l) => JSON.parse(l) as { type: string; status?: string; strategy?: string; path?: string });
-    const files = records.filter((r) => r.type === "file" && r.status !== "skipped");
+    const args = ["--force-rpath", "--add-rpath", long, copy];
+    const files = patchJson(args).files.filter((r) => r.status !== "skipped");
     expect(files.length).toBeGreaterThanOrEqual(12);
     expect(files.filter((r) => r.status !== "patched")).toEqual([]);
     expect(files.every((r) => r.strategy === "new-segment" || r.strategy === "slack")).toBe(true);
@@ -224,8 +222,7 @@ describe.skipIf(!READY)("musl's loader as the oracle", () => {
     expect(dlopen.stdout.split("\n")[0]).toBe("ok");
     expect(dlopen.stdout).toContain(path.join(copy, "lib/libb2.so"));
     // The same run again changes nothing.
-    const again = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
-    const summary = JSON.parse(again.stdout.trim().split("\n").pop()!) as { patched: number; unchanged: number };
+    const summary = patchJson(args).summary;
     expect(summary.patched).toBe(0);
     expect(summary.unchanged).toBe(files.length);
   });
@@ -235,8 +232,7 @@ describe.skipIf(!READY)("musl's loader as the oracle", () => {
     fs.mkdirSync(path.dirname(copy));
     fs.copyFileSync(fs.realpathSync(MUSL_LDSO), copy);
     fs.chmodSync(copy, 0o755);
-    const r = spawnSync(process.execPath, [CLI, "patch", "--json", "--no-cache", "--force-rpath", "--add-rpath", "/nix/profile/lib", copy], { encoding: "utf8" });
-    expect(JSON.parse(r.stdout.split("\n")[0]!)).toMatchObject({ status: "patched" });
+    expect(patchJson(["--force-rpath", "--add-rpath", "/nix/profile/lib", copy]).files[0]).toMatchObject({ status: "patched" });
     expect(execFileSync("readelf", ["-d", copy], { encoding: "utf8" })).toMatch(/RPATH.*\/nix\/profile\/lib/);
     const run = spawnSync(copy, [dl, path.join(T, "app/plug/libp.so")], { encoding: "utf8" });
     expect(run.stdout.split("\n")[0]).toBe("ok");

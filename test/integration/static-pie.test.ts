@@ -14,23 +14,13 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { makeTempDir, repoRoot } from "../support/fixtures.js";
 import { has } from "../support/oracle.js";
+import { patchJson, type PatchRecord } from "../support/patch-cli.js";
 import { CROSS_PACKAGES, crossPackageDir } from "../corpus/list.js";
 
-const CLI = path.join(repoRoot, "build", "js", "cli", "main.js");
 const SRC = path.join(repoRoot, "fixtures", "static", "hello.c");
 const LDCONFIG = "/usr/sbin/ldconfig";
 
-interface Rec {
-  type: string;
-  path?: string;
-  status?: string;
-  skipReason?: string;
-}
-
-function patch(args: string[]): Rec[] {
-  const r = spawnSync(process.execPath, [CLI, "patch", "--json", "--no-cache", ...args], { encoding: "utf8" });
-  return r.stdout.trim().split("\n").map((l) => JSON.parse(l) as Rec);
-}
+const patch = (args: string[]): PatchRecord[] => patchJson(args).files;
 
 /** The loaders of the cross-arch corpus (test/corpus/build-corpus.sh), where unpacked. */
 function crossLoaders(): string[] {
@@ -114,7 +104,7 @@ describe.skipIf(!has("gcc"))("static PIEs", () => {
     const withLdconfig = fs.existsSync(LDCONFIG) && isStaticPie(LDCONFIG);
     if (withLdconfig) fs.copyFileSync(LDCONFIG, path.join(tree, "ldconfig"));
     for (const n of fs.readdirSync(tree)) fs.chmodSync(path.join(tree, n), 0o755);
-    const recs = patch(["--force-rpath", "--add-rpath", "/nix/profile/lib", tree]).filter((r) => r.type === "file");
+    const recs = patch(["--force-rpath", "--add-rpath", "/nix/profile/lib", tree]);
     const by = new Map(recs.map((r) => [path.basename(r.path!), r]));
     expect(by.get("spie")).toMatchObject({ status: "skipped", skipReason: "static-pie" });
     expect(by.get("pie")).toMatchObject({ status: "patched" });

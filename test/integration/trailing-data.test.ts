@@ -6,26 +6,16 @@
  * both write modes; edits that fit in the file are still made; zero padding is no payload.
  * The program (fixtures/payload/payload.c, built with gcc) reports whether it finds its payload.
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { makeTempDir, repoRoot } from "../support/fixtures.js";
 import { has } from "../support/oracle.js";
+import { patchJson as patch } from "../support/patch-cli.js";
 
-const CLI = path.join(repoRoot, "build", "js", "cli", "main.js");
 const LONG = Array.from({ length: 80 }, (_, i) => `/nix/store/${String(i).padStart(3, "0")}-payload-dependency-xxxxxxxxxxxxxxxx/lib`).join(":");
-
-interface Out {
-  status: number | null;
-  records: { type: string; status?: string; strategy?: string | null; error?: { code: string; message: string } }[];
-}
-
-function patch(args: string[]): Out {
-  const r = spawnSync(process.execPath, [CLI, "patch", "--json", "--no-cache", ...args], { encoding: "utf8" });
-  return { status: r.status, records: r.stdout.trim().split("\n").map((l) => JSON.parse(l) as Out["records"][number]) };
-}
 
 const run = (file: string): string => execFileSync(file, { encoding: "utf8" }).trim();
 
@@ -62,8 +52,8 @@ describe.skipIf(!has("gcc"))("a program with an appended payload", () => {
       const before = fs.readFileSync(file);
       const out = patch([...mode, "--force-rpath", "--add-rpath", LONG, file]);
       expect(out.status).toBe(1);
-      expect(out.records[0]).toMatchObject({ status: "failed", error: { code: "ELF_TRAILING_DATA" } });
-      expect(out.records[0]!.error!.message).toMatch(/data after its ELF contents/);
+      expect(out.files[0]).toMatchObject({ status: "failed", error: { code: "ELF_TRAILING_DATA" } });
+      expect(out.files[0]!.error!.message).toMatch(/data after its ELF contents/);
       expect(fs.readFileSync(file).equals(before)).toBe(true);
       expect(fs.readdirSync(T).filter((n) => n.includes("elfpatch"))).toEqual([]); // no temp file, no journal
       expect(run(file)).toBe("payload found");
@@ -75,8 +65,8 @@ describe.skipIf(!has("gcc"))("a program with an appended payload", () => {
     fs.copyFileSync(withPayload, file);
     const out = patch(["--force-rpath", "--set-rpath", "/new", file]);
     expect(out.status).toBe(0);
-    expect(out.records[0]).toMatchObject({ status: "patched" });
-    expect(out.records[0]!.strategy).not.toBe("new-segment");
+    expect(out.files[0]).toMatchObject({ status: "patched" });
+    expect(out.files[0]!.strategy).not.toBe("new-segment");
     expect(execFileSync("readelf", ["-d", file], { encoding: "utf8" })).toMatch(/RPATH.*\[\/new\]/);
     expect(run(file)).toBe("payload found");
   });
@@ -86,7 +76,7 @@ describe.skipIf(!has("gcc"))("a program with an appended payload", () => {
     fs.copyFileSync(padded, file);
     const out = patch(["--force-rpath", "--add-rpath", LONG, file]);
     expect(out.status).toBe(0);
-    expect(out.records[0]).toMatchObject({ status: "patched", strategy: "new-segment" });
+    expect(out.files[0]).toMatchObject({ status: "patched", strategy: "new-segment" });
     expect(run(file)).toBe("payload lost"); // it never had one; it runs
   });
 });
