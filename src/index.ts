@@ -5,7 +5,7 @@
 import { closeSync, fstatSync, openSync, realpathSync } from "node:fs";
 import { CoreEngine, fdSource } from "./core/engine.js";
 import { ElfPatchError, ErrorCode, toErrorRecord } from "./errors.js";
-import { processFile, resolveRequest, type BatchSpec } from "./batch/process-file.js";
+import { processFile, resolveRequest, selfRelocatingSkip, type BatchSpec, type SelfRelocating } from "./batch/process-file.js";
 import { LibraryProbe, type RpathPolicy } from "./policy/rpath.js";
 import type { EditRequest, ElfInfo, FileError, PlanResult, Strategy } from "./core/types.js";
 
@@ -33,7 +33,7 @@ export interface PatchResult {
    * Set when the file was left alone because it relocates itself (`static-pie`, `loader`: see
    * `selfRelocating` in batch/process-file.ts); `after` is then the file as it is.
    */
-  skipped?: "static-pie" | "loader";
+  skipped?: SelfRelocating;
 }
 
 /** Options of `planFile`/`patchFile`. */
@@ -115,7 +115,7 @@ export function patchFile(
   const r = processFile(eng, target, spec, opts.probe ?? new LibraryProbe(), true);
   if (r.error || !r.beforeInfo) return { path, error: r.error ?? { code: ErrorCode.INTERNAL, message: "No result" } };
   const before = { ...r.beforeInfo, path };
-  const self = r.status === "skipped" && (r.skipReason === "static-pie" || r.skipReason === "loader") ? r.skipReason : undefined;
+  const self = selfRelocatingSkip(r) ?? undefined;
   const after = r.afterInfo ? { ...r.afterInfo, path } : self ? before : null;
   return {
     path, changed: r.changed, before, after, edits: r.edits, strategy: r.strategy ?? "in-place", bytesAdded: r.bytesAdded,

@@ -20,7 +20,7 @@ export default defineConfig({
     pool: "forks",
     // Vitest's default is one file at a time on two cores (cores - 1), but the slow files mostly
     // wait on the tools they spawn (gcc, ld.so, readelf, patchelf): two at a time took the suite
-    // from 7.3 to 5.1 minutes on a 2-core VM (three: 4.8, with more risk of starving a kill test).
+    // from 7.7 to 5.1 minutes on a 2-core VM (three: 4.8, with more risk of starving a kill test).
     maxWorkers: Math.max(2, availableParallelism() - 1),
     // The CLI keeps a result cache (by default under ~/.cache): tests keep theirs in a temp dir.
     env: { ELFPATCH_CACHE_DIR: join(tmpdir(), `elfpatch-test-cache-${process.pid}`) },

@@ -67,6 +67,11 @@ export class Elf {
   shentsize: u32 = 0;
   hasShdrs: bool = false;
 
+  /** Where the section header table ends in the file; 0 when there is none. */
+  shTableEnd(): u64 {
+    return this.shoff != 0 && this.shnum != 0 ? this.shoff + <u64>this.shnum * <u64>this.shentsize : 0;
+  }
+
   segments: Segment[] = [];
   loads: Segment[] = [];
   interpIndex: i32 = -1; // index in segments of PT_INTERP

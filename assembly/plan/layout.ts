@@ -78,11 +78,8 @@ function fileRangeUsed(elf: Elf, start: u64, end: u64): bool {
     const z = unchecked(elf.secRanges[i + 1]);
     if (o < end && o + z > start) return true;
   }
-  if (elf.shoff != 0 && elf.shnum != 0) {
-    const z = <u64>elf.shnum * <u64>elf.shentsize;
-    if (elf.shoff < end && elf.shoff + z > start) return true;
-  }
-  return false;
+  const sh = elf.shTableEnd();
+  return sh != 0 && elf.shoff < end && sh > start;
 }
 
 /** Whether any PT_LOAD other than `self` maps pages in `[start, end)` of the address space. */
@@ -184,11 +181,8 @@ function contentEnd(elf: Elf): u64 {
     const e = unchecked(elf.secRanges[i]) + unchecked(elf.secRanges[i + 1]);
     if (e > end) end = e;
   }
-  if (elf.shoff != 0 && elf.shnum != 0) {
-    const e = elf.shoff + <u64>elf.shnum * <u64>elf.shentsize;
-    if (e > end) end = e;
-  }
-  return end;
+  const sh = elf.shTableEnd();
+  return sh > end ? sh : end;
 }
 
 /** `TrailingData` when non-zero bytes follow the file's contents (beyond TRAILING_SLACK). */

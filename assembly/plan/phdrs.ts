@@ -69,10 +69,8 @@ export function planPhdrRoom(elf: Elf, dynstrMoving: bool, interpMoving: bool): 
   if (!inLoad) return null;
   // Nor may the section header table be in the room (Go's linker puts it right after the program
   // headers): the core moves sections, not that table.
-  if (elf.shoff != 0 && elf.shnum != 0) {
-    const shEnd = elf.shoff + <u64>elf.shnum * <u64>elf.shentsize;
-    if (elf.shoff < end && shEnd > start) return null;
-  }
+  const shEnd = elf.shTableEnd();
+  if (shEnd != 0 && elf.shoff < end && shEnd > start) return null;
   // No segment other than those the core keeps in step may start or end inside the room.
   for (let i = 0; i < elf.segments.length; i++) {
     const g = unchecked(elf.segments[i]);

@@ -28,6 +28,13 @@ import { join } from "node:path";
 import type { Consulted } from "../shared/consulted.js";
 import type { FileRecord } from "./process-file.js";
 
+/**
+ * Skipped files whose answer depends only on their own bytes: no dynamic section, or a file that
+ * relocates itself (`selfRelocating` in process-file.ts, not imported here: a cached re-run loads
+ * none of the patch code).
+ */
+const CACHED_SKIPS: ReadonlySet<string> = new Set(["no-dynamic", "static-pie", "loader"]);
+
 /** How long before a run a file (or consulted path) must have last changed to be recorded. */
 export const SETTLE_MS = 2000;
 const FORMAT = 4;
@@ -262,7 +269,7 @@ export class ResultCache {
   record(path: string, st: { sig: string; ctimeMs: number }, verdict: FileRecord | null): void {
     if (st.ctimeMs >= this.runStartMs - SETTLE_MS) return;
     if (verdict !== null) {
-      if (!(verdict.status === "unchanged" || (verdict.status === "skipped" && (verdict.skipReason === "no-dynamic" || verdict.skipReason === "static-pie" || verdict.skipReason === "loader")))) return;
+      if (!(verdict.status === "unchanged" || (verdict.status === "skipped" && CACHED_SKIPS.has(verdict.skipReason ?? "")))) return;
       if (verdict.changed || verdict.strategy !== null || verdict.bytesAdded !== 0 || verdict.edits !== 0) return;
       const {
         resolution: _r, journal: _j, beforeInfo: _b, afterInfo: _a, type: _t, path: _p, changed: _c, strategy: _s, bytesAdded: _n, edits: _e,

@@ -100,11 +100,18 @@ export function summarize(i: ElfInfo): DynamicSummary {
  *   moves. (musl's loader, its `libc.so`, has no SONAME to know it by, and needs no skip: patched
  *   with a run path it still runs programs, musl-oracle.test.ts.)
  */
-export function selfRelocating(i: ElfInfo): "static-pie" | "loader" | null {
+export function selfRelocating(i: ElfInfo): SelfRelocating | null {
   if (i.type !== "DYN" || i.interpreter !== null) return null;
   if (i.flags1.includes("PIE")) return "static-pie";
   const loader = i.entry !== 0 && i.needed.length === 0 && i.soname !== null && GLIBC_LOADER_SONAME.test(i.soname);
   return loader ? "loader" : null;
+}
+
+export type SelfRelocating = "static-pie" | "loader";
+
+/** Whether a record is a file left alone because it relocates itself. */
+export function selfRelocatingSkip(rec: FileRecord): SelfRelocating | null {
+  return rec.status === "skipped" && (rec.skipReason === "static-pie" || rec.skipReason === "loader") ? rec.skipReason : null;
 }
 
 /** The SONAMEs of glibc's loaders: `ld-linux*.so.N`, `ld64.so.N`, `ld.so.N`. */

@@ -39,6 +39,8 @@ const LIBC_ABI_MAX = 4;
 const ELFOSABI_GNU = 3;
 
 const fatal = (message: string): Probe => ({ kind: "fatal", message });
+/** glibc's message for a candidate that is a directory. */
+export const DIRECTORY_MESSAGE = "cannot read file data: Error 21";
 
 /** The checks on the first bytes, in `open_verify`'s order; null when the header passes. */
 export function verifyHeader(h: Buffer, len: number): Probe | null {
@@ -102,7 +104,7 @@ export class Candidates {
 
   private verify(fd: number, hostPath: string): Probe {
     const st = fstatSync(fd);
-    if (st.isDirectory()) return fatal("cannot read file data: Error 21");
+    if (st.isDirectory()) return fatal(DIRECTORY_MESSAGE);
     const head = Buffer.alloc(TARGET.ehdrSize);
     const len = readSync(fd, head, 0, head.length, 0);
     const bad = verifyHeader(head, len);

@@ -21,7 +21,7 @@
  * - Symbol versions are not checked.
  */
 import { readFileSync } from "node:fs";
-import type { Candidates } from "./candidates.js";
+import { DIRECTORY_MESSAGE, type Candidates } from "./candidates.js";
 import { joinDir } from "./expand.js";
 import type { FsView } from "./fs-view.js";
 import type { LoadedObject } from "./load-set.js";
@@ -136,7 +136,7 @@ export function searchMusl(name: string, requester: LoadedObject, main: LoadedOb
       // The first file that opens is taken: anything but a loadable ELF file fails the load (a
       // directory fails its read; musl checks no ELF identification, so every other refusal is
       // its ENOEXEC).
-      const isDir = p.kind === "fatal" && p.message.endsWith("Error 21");
+      const isDir = p.kind === "fatal" && p.message === DIRECTORY_MESSAGE;
       return { kind: "fatal", path, message: isDir ? "Is a directory" : "Exec format error" };
     }
   }

@@ -308,12 +308,13 @@ export class Resolver {
     }
     const res = name.includes("/") ? this.direct(name) : searchMusl(name, requester, tree.set.main, env);
     const out = this.place(res, name, requester, tree, edge);
-    // A library found by a search gets its short name (the basename of the path it was opened
-    // by); one first opened by a path gets it when a search finds its inode again.
+    // A library found by a search gets its short name, the basename of the path it was opened by
+    // (one first opened by a path gets it when a search finds its inode again); the lookup
+    // returns the first object in load order with that name.
     if (res.kind === "found" && !name.includes("/") && out.path !== null) {
       const obj = tree.set.lookup(out.path);
       const short = out.path.slice(out.path.lastIndexOf("/") + 1);
-      if (obj && ![...tree.shortnames.values()].includes(obj)) tree.shortnames.set(short, obj);
+      if (obj && !tree.shortnames.has(short)) tree.shortnames.set(short, obj);
     }
     return out;
   }
