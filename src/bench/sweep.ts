@@ -123,15 +123,26 @@ async function out(cmd: string, argv: string[]): Promise<{ code: number; stdout:
   }
 }
 
-/** Lines of a tool's complaints about `path`, with the path and program header indices left out. */
-const complaints = (text: string, path: string): Set<string> =>
-  new Set(
-    text.split("\n").filter(Boolean).map((l) =>
-      l.replaceAll(path, "FILE").replace(/phdr\[\s*\d+\]/g, "phdr[N]").replace(/program header entry \d+/g, "program header entry N"),
-    ),
-  );
+/**
+ * A tool's complaints about `path`, counted by line, with the path, program header indices and
+ * dynamic entry indices left out: a file that gains a segment renumbers its program headers, and
+ * one that gains a `DT_NEEDED` entry (added first, as patchelf does) renumbers its dynamic entries,
+ * so eu-elflint's complaints about MIPS's processor-specific tags move by one.
+ */
+function complaints(text: string, path: string): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const l of text.split("\n")) {
+    if (!l) continue;
+    const key = l.replaceAll(path, "FILE").replace(/phdr\[\s*\d+\]/g, "phdr[N]")
+      .replace(/program header entry \d+/g, "program header entry N").replace(/('\.dynamic': entry) \d+/g, "$1 N");
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  return counts;
+}
 
-const newOnes = (before: Set<string>, after: Set<string>): string[] => [...after].filter((l) => !before.has(l));
+/** Complaints `after` has more often than `before`. */
+const newOnes = (before: Map<string, number>, after: Map<string, number>): string[] =>
+  [...after].filter(([l, n]) => n > (before.get(l) ?? 0)).map(([l]) => l);
 
 /** What `ld.so --list` says: whether it succeeded, and the names it could not find. */
 async function loaderView(path: string): Promise<{ ok: boolean; found: Set<string>; missing: Set<string> }> {

@@ -13,7 +13,8 @@ corpus="${ELFPATCH_CORPUS_DIR:-$repo/.cache/corpus}"
 debs="$corpus/debs"
 cross="$corpus/cross"
 
-pkgs=(libc6-i386 libc6-arm64-cross libc6-ppc64-cross libc6-s390x-cross libc6-powerpc-cross)
+# The package list (comments and blank lines left out), shared with test/corpus/list.ts.
+mapfile -t pkgs < <(grep -v '^[[:space:]]*\(#\|$\)' "$here/packages.txt")
 
 mkdir -p "$debs" "$cross"
 

@@ -6,18 +6,15 @@
  * A file counts as ELF when its first 4 bytes are `\x7fELF` (so `.a` archives are left out).
  */
 import { execFileSync } from "node:child_process";
-import { closeSync, existsSync, openSync, readdirSync, readSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-/** The packages build-corpus.sh unpacks; keep in sync with `pkgs=(...)` there. */
-export const CROSS_PACKAGES = [
-  "libc6-i386",
-  "libc6-arm64-cross",
-  "libc6-ppc64-cross",
-  "libc6-s390x-cross",
-  "libc6-powerpc-cross",
-] as const;
+/** The packages build-corpus.sh unpacks: test/corpus/packages.txt, which the script reads too. */
+export const CROSS_PACKAGES: readonly string[] = readFileSync(fileURLToPath(new URL("./packages.txt", import.meta.url)), "utf8")
+  .split("\n")
+  .map((l) => l.trim())
+  .filter((l) => l !== "" && !l.startsWith("#"));
 
 export const HOST_LIB_DIR = "/usr/lib/x86_64-linux-gnu";
 

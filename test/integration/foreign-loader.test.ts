@@ -1,9 +1,12 @@
 /**
  * Growth on other classes, byte orders and machines, checked by real loaders: the libraries of
- * Debian's libc packages for i386 (run natively), arm64, ppc64 (big endian), s390x (big endian)
- * and powerpc (32-bit big endian) (run under qemu-user) are grown with a long DT_RPATH (moved
- * tables, new segments, program header room), then each is listed by the package's own ld.so,
- * which maps every segment: output and exit status must be those of the unpatched copy.
+ * Debian's libc packages for i386 (run natively), arm64, ppc64 (big endian), s390x (big endian),
+ * powerpc (32-bit big endian), MIPS (o32 both endians, n64, n32, release 6: `DT_MIPS_*` entries,
+ * `DT_MIPS_RLD_MAP_REL` relative to its own place), riscv64, ARM hard and soft float, sparc64, hppa
+ * and m68k (run under qemu-user) are grown with a long DT_RPATH (moved tables, new segments,
+ * program header room), then each is listed by the package's own ld.so, which maps every segment:
+ * output and exit status must be those of the unpatched copy. (sh4 and x32 are in the corpus but
+ * not here: qemu-sh4 crashes in the unpatched loader, and x32 needs a kernel with the x32 ABI.)
  */
 import { spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
@@ -20,6 +23,8 @@ interface Target {
   lib: string; // library dir inside the package
   ldso: string;
   qemu: string | null;
+  /** The loader's directory when it is not `lib` (n64, n32 and sparc64 keep it in lib64/lib32). */
+  ldDir?: string;
   extra?: string; // more libraries (gconv modules) copied next to libc
 }
 
@@ -29,6 +34,29 @@ const TARGETS: Target[] = [
   { pkg: "libc6-ppc64-cross", lib: "usr/powerpc64-linux-gnu/lib", ldso: "ld64.so.1", qemu: "qemu-ppc64" },
   { pkg: "libc6-s390x-cross", lib: "usr/s390x-linux-gnu/lib", ldso: "ld64.so.1", qemu: "qemu-s390x" },
   { pkg: "libc6-powerpc-cross", lib: "usr/powerpc-linux-gnu/lib", ldso: "ld.so.1", qemu: "qemu-ppc" },
+  { pkg: "libc6-mips-cross", lib: "usr/mips-linux-gnu/lib", ldso: "ld.so.1", qemu: "qemu-mips" },
+  { pkg: "libc6-mipsel-cross", lib: "usr/mipsel-linux-gnu/lib", ldso: "ld.so.1", qemu: "qemu-mipsel" },
+  {
+    pkg: "libc6-mips64el-cross", lib: "usr/mips64el-linux-gnuabi64/lib", ldDir: "usr/mips64el-linux-gnuabi64/lib64",
+    ldso: "ld.so.1", qemu: "qemu-mips64el",
+  },
+  {
+    pkg: "libc6-mipsn32-cross", lib: "usr/mips64-linux-gnuabin32/lib", ldDir: "usr/mips64-linux-gnuabin32/lib32",
+    ldso: "ld.so.1", qemu: "qemu-mipsn32",
+  },
+  {
+    pkg: "libc6-mips64r6el-cross", lib: "usr/mipsisa64r6el-linux-gnuabi64/lib", ldDir: "usr/mipsisa64r6el-linux-gnuabi64/lib64",
+    ldso: "ld-linux-mipsn8.so.1", qemu: "qemu-mips64el",
+  },
+  { pkg: "libc6-riscv64-cross", lib: "usr/riscv64-linux-gnu/lib", ldso: "ld-linux-riscv64-lp64d.so.1", qemu: "qemu-riscv64" },
+  { pkg: "libc6-armhf-cross", lib: "usr/arm-linux-gnueabihf/lib", ldso: "ld-linux-armhf.so.3", qemu: "qemu-arm" },
+  { pkg: "libc6-armel-cross", lib: "usr/arm-linux-gnueabi/lib", ldso: "ld-linux.so.3", qemu: "qemu-arm" },
+  {
+    pkg: "libc6-sparc64-cross", lib: "usr/sparc64-linux-gnu/lib", ldDir: "usr/sparc64-linux-gnu/lib64", ldso: "ld-linux.so.2",
+    qemu: "qemu-sparc64",
+  },
+  { pkg: "libc6-hppa-cross", lib: "usr/hppa-linux-gnu/lib", ldso: "ld.so.1", qemu: "qemu-hppa" },
+  { pkg: "libc6-m68k-cross", lib: "usr/m68k-linux-gnu/lib", ldso: "ld.so.1", qemu: "qemu-m68k" },
 ];
 
 const hasTool = (t: string): boolean => spawnSync("sh", ["-c", `command -v ${t}`]).status === 0;
@@ -49,7 +77,8 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 describe("growth under the target's own loader", () => {
   for (const t of TARGETS) {
     const src = join(CROSS, t.pkg, t.lib);
-    const ready = existsSync(join(src, t.ldso)) && (t.qemu === null || hasTool(t.qemu));
+    const ldso = join(CROSS, t.pkg, t.ldDir ?? t.lib, t.ldso);
+    const ready = existsSync(ldso) && (t.qemu === null || hasTool(t.qemu));
     it.skipIf(!ready && !required)(`${t.pkg}: every grown library lists exactly as before`, () => {
       expect(ready, `${t.pkg} and ${t.qemu ?? "its loader"} are needed (test/corpus/build-corpus.sh, qemu-user)`).toBe(true);
       const orig = join(tmp, t.pkg, "orig");
@@ -58,6 +87,7 @@ describe("growth under the target's own loader", () => {
         cpSync(src, d, { recursive: true, verbatimSymlinks: true });
         const extra = t.extra ? join(CROSS, t.pkg, t.extra) : null;
         if (extra && existsSync(extra)) cpSync(extra, d, { recursive: true, verbatimSymlinks: true });
+        if (t.ldDir) cpSync(ldso, join(d, t.ldso));
       }
       const names = readdirSync(grown).filter((n) => /\.so(\.\d|$)/.test(n) && n !== t.ldso);
       expect(names.length).toBeGreaterThan(10);

@@ -44,6 +44,7 @@ export const MACHINES: Record<string, number> = {
   "Intel 80386": 3,
   "MC68000": 4,
   "MIPS R3000": 8,
+  "HPPA": 15,
   "PowerPC": 20,
   "PowerPC64": 21,
   "IBM S/390": 22,

@@ -8,6 +8,7 @@ import type { ElfInfo } from "../../src/core/types.js";
 
 export const LOADER_SONAMES = new Set([
   "ld-linux-x86-64.so.2", "ld-linux.so.2", "ld-linux-aarch64.so.1", "ld64.so.1", "ld64.so.2", "ld.so.1", "ld-linux-armhf.so.3",
+  "ld-linux.so.3", "ld-linux-x32.so.2", "ld-linux-mipsn8.so.1", "ld-linux-riscv64-lp64d.so.1",
 ]);
 
 export function isSelfRelocating(info: ElfInfo): boolean {
