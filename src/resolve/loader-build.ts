@@ -31,18 +31,20 @@ const CACHE = /^\/(?:[^\0/]+\/)*ld\.so\.cache$/;
 const MAX_PATH = 4096;
 
 /**
- * The NUL-terminated string of `buf` that ends at `nul` (the index of its NUL): its text when it
- * is a printable ASCII absolute path of at most MAX_PATH bytes, with where it starts.
+ * The absolute path that ends at `nul` (the index of its NUL) and matches `pattern`: printable
+ * ASCII, at most MAX_PATH bytes, starting at a `/`, with where it starts. The string usually
+ * follows another string's NUL, but not always (ARM's loader has its directory list right after
+ * code bytes), so each `/` of the printable run before `nul` is tried as the start, longest first.
  */
-function pathEndingAt(buf: Buffer, nul: number): { text: string; start: number } | null {
-  const from = Math.max(0, nul - MAX_PATH - 1);
-  const start = buf.lastIndexOf(0, nul - 1) + 1;
-  if (start < from || start >= nul || buf[start] !== 0x2f) return null;
-  for (let k = start; k < nul; k++) {
-    const c = buf[k]!;
-    if (c < 0x21 || c > 0x7e) return null;
+function pathEndingAt(buf: Buffer, nul: number, pattern: RegExp): { text: string; start: number } | null {
+  const from = Math.max(0, nul - MAX_PATH);
+  let first = nul;
+  while (first > from && buf[first - 1]! >= 0x21 && buf[first - 1]! <= 0x7e) first--;
+  for (let start = buf.indexOf(0x2f, first); start >= 0 && start < nul; start = buf.indexOf(0x2f, start + 1)) {
+    const text = buf.toString("latin1", start, nul);
+    if (pattern.test(text)) return { text, start };
   }
-  return { text: buf.toString("latin1", start, nul), start };
+  return null;
 }
 
 /** The default directories and cache path in a loader's bytes (see the module comment). */
@@ -53,8 +55,8 @@ export function loaderBuildOf(bytes: Uint8Array): LoaderBuild {
   let run: string[] = [];
   let runEnd = -1;
   for (let at = buf.indexOf("/\0", 0, "latin1"); at >= 0 && systemDirs === null; at = buf.indexOf("/\0", at + 1, "latin1")) {
-    const s = pathEndingAt(buf, at + 1);
-    if (s === null || !LIB_DIR.test(s.text)) continue;
+    const s = pathEndingAt(buf, at + 1, LIB_DIR);
+    if (s === null) continue;
     // A run is consecutive strings: each starts right after the previous one's NUL.
     if (run.length > 0 && s.start !== runEnd + 1) systemDirs = run;
     else {
@@ -66,8 +68,8 @@ export function loaderBuildOf(bytes: Uint8Array): LoaderBuild {
   let cachePath: string | null = null;
   const suffix = "/ld.so.cache\0";
   for (let at = buf.indexOf(suffix, 0, "latin1"); at >= 0 && cachePath === null; at = buf.indexOf(suffix, at + 1, "latin1")) {
-    const s = pathEndingAt(buf, at + suffix.length - 1);
-    if (s !== null && CACHE.test(s.text)) cachePath = s.text;
+    const s = pathEndingAt(buf, at + suffix.length - 1, CACHE);
+    if (s !== null) cachePath = s.text;
   }
   return { systemDirs, cachePath };
 }

@@ -6,14 +6,71 @@
  */
 import { activeHwcapsDirs, dstValues, legacyCacheHwcaps } from "./hwcaps.js";
 import { cacheFlagsFor, type LookupOptions } from "./ld-so-cache.js";
-import { TARGET } from "./candidates.js";
+import { X86_64, type Target } from "./candidates.js";
 import type { LoaderBuild } from "./loader-build.js";
 import type { ResolverOptions } from "./types.js";
 
-/** `SYSTEM_DIRS` of Debian 12's amd64 glibc (measured with `ld.so --help`). */
-export const DEBIAN_X86_64_DIRS = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib"];
 export const DEFAULT_INTERPRETER = "/lib64/ld-linux-x86-64.so.2";
 export const LOADER_SONAME = "ld-linux-x86-64.so.2";
+
+/**
+ * glibc's loader path (`PT_INTERP` of programs its toolchain links) for a target, by the ABI
+ * names glibc uses; null for targets not listed (then the x86-64 path is probed, and is absent).
+ */
+export function defaultInterpreter(t: Target): string | null {
+  const f = t.eFlags ?? 0;
+  switch (t.machine) {
+    case 62:
+      return t.elfClass === 2 ? DEFAULT_INTERPRETER : "/libx32/ld-linux-x32.so.2";
+    case 3:
+      return "/lib/ld-linux.so.2";
+    case 183:
+      return t.data === 1 ? "/lib/ld-linux-aarch64.so.1" : "/lib/ld-linux-aarch64_be.so.1";
+    case 40: // EF_ARM_ABI_FLOAT_HARD
+      return f & 0x400 ? "/lib/ld-linux-armhf.so.3" : "/lib/ld-linux.so.3";
+    case 21:
+      return t.data === 1 ? "/lib64/ld64.so.2" : "/lib64/ld64.so.1";
+    case 20:
+      return "/lib/ld.so.1";
+    case 22:
+      return t.elfClass === 2 ? "/lib/ld64.so.1" : "/lib/ld.so.1";
+    case 243: // EF_RISCV_FLOAT_ABI_DOUBLE
+      return t.elfClass === 2 ? ((f & 0x6) === 0x4 ? "/lib/ld-linux-riscv64-lp64d.so.1" : "/lib/ld-linux-riscv64-lp64.so.1") : null;
+    case 258:
+      return (f & 0x7) === 0x3 ? "/lib64/ld-linux-loongarch-lp64d.so.1" : "/lib64/ld-linux-loongarch-lp64s.so.1";
+    case 8: // EF_MIPS_ABI2 (n32), EF_MIPS_NAN2008
+      if (f & 0x400) return t.elfClass === 2 || f & 0x20 ? "/lib64/ld-linux-mipsn8.so.1" : "/lib/ld-linux-mipsn8.so.1";
+      return t.elfClass === 2 ? "/lib64/ld.so.1" : f & 0x20 ? "/lib32/ld.so.1" : "/lib/ld.so.1";
+    case 43:
+      return "/lib64/ld-linux.so.2";
+    case 2:
+    case 4:
+    case 42:
+      return "/lib/ld-linux.so.2";
+    case 15:
+      return "/lib/ld.so.1";
+  }
+  return null;
+}
+
+/** Debian's multiarch directory names, for default directories when no loader can be read. */
+const TRIPLETS: Record<number, (t: Target) => string | null> = {
+  62: (t) => (t.elfClass === 2 ? "x86_64-linux-gnu" : "x86_64-linux-gnux32"),
+  3: () => "i386-linux-gnu",
+  183: () => "aarch64-linux-gnu",
+  40: (t) => ((t.eFlags ?? 0) & 0x400 ? "arm-linux-gnueabihf" : "arm-linux-gnueabi"),
+  21: (t) => (t.data === 1 ? "powerpc64le-linux-gnu" : "powerpc64-linux-gnu"),
+  20: () => "powerpc-linux-gnu",
+  22: () => "s390x-linux-gnu",
+  243: () => "riscv64-linux-gnu",
+  258: () => "loongarch64-linux-gnu",
+};
+
+/** Debian's default directories for a target (`/lib/<triplet>`, `/usr/lib/<triplet>`, `/lib`, `/usr/lib`). */
+export function debianDirs(t: Target): string[] {
+  const triplet = TRIPLETS[t.machine]?.(t);
+  return triplet ? [`/lib/${triplet}`, `/usr/lib/${triplet}`, "/lib", "/usr/lib"] : ["/lib", "/usr/lib"];
+}
 export const VDSO_NAME = "linux-vdso.so.1";
 
 export interface Profile {
@@ -51,8 +108,8 @@ export function legacySubdirs(components: string[]): string[] {
 }
 
 /** This CPU's legacy components: `tls`, the platform, then hwcap names (highest bit first). */
-function legacyComponents(platform: string): string[] {
-  const rule = legacyCacheHwcaps(TARGET.machine);
+function legacyComponents(platform: string, machine: number): string[] {
+  const rule = legacyCacheHwcaps(machine);
   if (!rule) return [];
   const out = ["tls"];
   if (rule.platform !== 0n) out.push(platform);
@@ -65,31 +122,31 @@ function legacyComponents(platform: string): string[] {
  * The profile of a target: `opts` first, then what the target loader was built with (`build`,
  * read from its bytes: loader-build.ts), then Debian 12's amd64 values.
  */
-export function profileFor(opts: ResolverOptions, build: LoaderBuild | null = null): Profile {
+export function profileFor(opts: ResolverOptions, build: LoaderBuild | null = null, target: Target = X86_64): Profile {
   const glibc = hostGlibc();
   const older = (minor: number): boolean => glibc !== null && glibc[0] === 2 && glibc[1] < minor;
-  const dst = dstValues({ machine: TARGET.machine });
+  const dst = dstValues({ machine: target.machine });
   const platform = opts.platform === undefined ? dst.PLATFORM : opts.platform;
-  const levels = activeHwcapsDirs(TARGET.machine);
+  const levels = activeHwcapsDirs(target.machine);
   let subdirs = opts.hwcapsSubdirs;
   if (!subdirs) {
     subdirs = levels.map((l) => `glibc-hwcaps/${l}`);
-    if (older(37) && platform !== null) subdirs.push(...legacySubdirs(legacyComponents(platform)));
+    if (older(37) && platform !== null) subdirs.push(...legacySubdirs(legacyComponents(platform, target.machine)));
   }
   const cacheOptions: LookupOptions = {
     activeHwcaps: opts.hwcapsSubdirs
       ? opts.hwcapsSubdirs.filter((s) => s.startsWith("glibc-hwcaps/")).map((s) => s.slice("glibc-hwcaps/".length))
       : levels,
-    wantFlags: cacheFlagsFor(TARGET.elfClass, TARGET.machine),
+    wantFlags: cacheFlagsFor(target.elfClass, target.machine, target.eFlags),
   };
-  const legacy = older(40) ? legacyCacheHwcaps(TARGET.machine) : undefined;
+  const legacy = older(40) ? legacyCacheHwcaps(target.machine) : undefined;
   if (legacy) cacheOptions.legacy = legacy;
   return {
-    defaultDirs: opts.defaultDirs ?? build?.systemDirs ?? DEBIAN_X86_64_DIRS,
+    defaultDirs: opts.defaultDirs ?? build?.systemDirs ?? debianDirs(target),
     subdirs: [...subdirs.filter((s) => s !== ""), ""],
     lib: opts.lib ?? dst.LIB,
     platform,
     cacheOptions,
-    interpreter: opts.interpreter ?? DEFAULT_INTERPRETER,
+    interpreter: opts.interpreter ?? defaultInterpreter(target) ?? DEFAULT_INTERPRETER,
   };
 }

@@ -19,12 +19,12 @@
  * candidate checks, parsed files, the exe's load set) live as long as the Resolver.
  */
 import { CoreEngine } from "../core/engine.js";
-import { Candidates, type LibFile, type Probe } from "./candidates.js";
+import { Candidates, headerTarget, hostTarget, sameTarget, targetKey, X86_64, type LibFile, type Probe, type Target } from "./candidates.js";
 import { dirnameOf, expandTokens, libraryPathDirs } from "./expand.js";
 import { FsView } from "./fs-view.js";
 import { readLdCache } from "./ld-so-cache.js";
 import { LoadSet, type LoadedObject } from "./load-set.js";
-import { DEFAULT_INTERPRETER, LOADER_SONAME, profileFor, VDSO_NAME, type Profile } from "./profile.js";
+import { DEFAULT_INTERPRETER, defaultInterpreter, LOADER_SONAME, profileFor, VDSO_NAME, type Profile } from "./profile.js";
 import { loaderBuild, ownLoaderBuild, type LoaderBuild } from "./loader-build.js";
 import { isMuslReserved, muslArch, muslPathList, muslSystemPath, MUSL_X86_64_INTERPRETER, searchMusl, type MuslEnv } from "./musl.js";
 import { searchName, type SearchEnv, type SearchResult } from "./search-path.js";
@@ -69,20 +69,25 @@ function isProgram(file: LibFile): boolean {
   return file.info !== null && (file.info.type === "EXEC" || file.info.flags1.includes("PIE"));
 }
 
-function probeError(p: Probe): string {
-  if (p.kind === "other-class") return "wrong ELF class: ELFCLASS32";
+function probeError(p: Probe, target: Target): string {
+  if (p.kind === "other-class") return `wrong ELF class: ELFCLASS${target.elfClass === 2 ? 32 : 64}`;
   if (p.kind === "fatal") return p.message;
   return NO_FILE;
 }
 
 export class Resolver {
   readonly profile: Profile;
+  /** The kind of loader modelled (files of another kind, without `exe`, go to `others`). */
+  readonly target: Target;
+  /** Resolvers of the other kinds of files met (an i386 library in an x86-64 tree...), by target. */
+  private readonly others = new Map<string, Resolver>();
   private readonly mode: LoadMode;
   private readonly fs: FsView;
   private readonly candidates: Candidates;
   private readonly env: SearchEnv;
   private readonly uses = new Map<string, RunPathUse>();
   private readonly muslEnvs = new Map<string, MuslEnv>();
+  private readonly engine: CoreEngine;
   /** dlopen mode: the tree every root starts from (the exe's, or the loader alone). */
   private context: Tree | null = null;
   /** dlopen mode with `exe`: the program's own load tree (known after the first `resolve`). */
@@ -95,7 +100,10 @@ export class Resolver {
     this.mode = opts.mode ?? "dlopen";
     const root = (opts.root ?? "").replace(/\/+$/, "");
     this.fs = new FsView(root, opts.cwd ?? (root ? "/" : process.cwd()));
-    this.candidates = new Candidates(this.fs, engine, opts.plannedInfo);
+    this.engine = engine;
+    this.target = opts.target ?? (opts.exe ? headerTarget(this.fs, opts.exe) : null) ?? hostTarget();
+    this.candidates = new Candidates(this.fs, engine, opts.plannedInfo, this.target);
+    const fhsLoader = defaultInterpreter(this.target) ?? DEFAULT_INTERPRETER;
     // The default directories and cache are the target loader's, as it was built (read from its
     // bytes): `interpreter`, else the loader the `exe` program names (a nixpkgs Python names its
     // store glibc's), else the FHS path; on the host with nothing there, the one running us.
@@ -107,14 +115,14 @@ export class Resolver {
       if (p.kind === "ok" && p.file.info?.interpreter) loader = p.file.info.interpreter;
     }
     const present = (path: string): boolean => this.candidates.probe(path).kind !== "absent";
-    if (loader === undefined && !present(DEFAULT_INTERPRETER) && present(MUSL_X86_64_INTERPRETER)) {
+    if (loader === undefined && sameTarget(this.target, X86_64) && !present(DEFAULT_INTERPRETER) && present(MUSL_X86_64_INTERPRETER)) {
       loader = MUSL_X86_64_INTERPRETER;
     }
     if ((opts.defaultDirs === undefined || opts.cachePath === undefined) && (loader === undefined || muslArch(loader) === null)) {
-      build = loaderBuild(this.fs.host(loader ?? DEFAULT_INTERPRETER));
-      if (build === null && root === "" && loader === undefined) build = ownLoaderBuild();
+      build = loaderBuild(this.fs.host(loader ?? fhsLoader));
+      if (build === null && root === "" && loader === undefined && sameTarget(this.target, hostTarget())) build = ownLoaderBuild();
     }
-    this.profile = profileFor({ ...opts, interpreter: loader ?? opts.interpreter }, build);
+    this.profile = profileFor({ ...opts, interpreter: loader ?? opts.interpreter }, build, this.target);
     const cachePath = opts.cachePath === undefined ? build?.cachePath ?? "/etc/ld.so.cache" : opts.cachePath;
     this.env = {
       candidates: this.candidates,
@@ -136,22 +144,55 @@ export class Resolver {
 
   /** I/O so far: candidate files opened and directories listed (each at most once). */
   stats(): { filesOpened: number; dirsListed: number } {
-    return { filesOpened: this.candidates.opened, dirsListed: this.fs.listed };
+    let filesOpened = this.candidates.opened;
+    let dirsListed = this.fs.listed;
+    for (const other of this.others.values()) {
+      const s = other.stats();
+      filesOpened += s.filesOpened;
+      dirsListed += s.dirsListed;
+    }
+    return { filesOpened, dirsListed };
   }
 
-  /** Run-path directories consulted so far (RPATH, RUNPATH, LD_LIBRARY_PATH). */
+  /** Run-path directories consulted so far (RPATH, RUNPATH, LD_LIBRARY_PATH), by every target's loader. */
   runPathUses(): RunPathUse[] {
-    return [...this.uses.values()];
+    const all = new Map(this.uses);
+    for (const other of this.others.values()) {
+      for (const u of other.runPathUses()) {
+        const key = `${u.via}\0${u.dir}`;
+        const mine = all.get(key);
+        if (!mine) all.set(key, { ...u, owners: [...u.owners] });
+        else for (const o of u.owners) if (mine.owners.length < MAX_OWNERS && !mine.owners.includes(o)) mine.owners.push(o);
+      }
+    }
+    return [...all.values()];
   }
 
   /** The load tree of `path` (a host path; under `root` it must lie inside the root). */
   resolve(path: string, runPaths?: RunPathOverride): FileReport {
     const virtualPath = this.fs.virtualOf(path);
     if (virtualPath === null) return this.unloadable(path, "The file is outside the root directory");
+    // A file of another class or machine (an i386 library in an x86-64 tree, an aarch64 sysroot)
+    // is loaded by a loader of its own kind: resolved by a resolver for that target. With `exe`,
+    // the program's loader is the only one, and it refuses the file (as dlopen does).
+    if (!this.opts.exe && !this.opts.target) {
+      const t = headerTarget(this.fs, virtualPath);
+      if (t && !sameTarget(t, this.target)) return this.forTarget(t).resolve(path, runPaths);
+    }
     const start = this.startTree(virtualPath, runPaths);
     if ("type" in start) return start;
     this.walk(start);
     return this.report(virtualPath, start);
+  }
+
+  private forTarget(t: Target): Resolver {
+    const key = targetKey(t);
+    let r = this.others.get(key);
+    if (!r) {
+      r = new Resolver({ ...this.opts, target: t }, this.engine);
+      this.others.set(key, r);
+    }
+    return r;
   }
 
   private unloadable(path: string, message: string): FileReport {
@@ -187,7 +228,7 @@ export class Resolver {
    */
   private startTree(path: string, runPaths?: RunPathOverride): Tree | FileReport {
     const p = this.candidates.probe(path);
-    if (p.kind !== "ok") return this.unloadable(path, `${path}: ${probeError(p)}`);
+    if (p.kind !== "ok") return this.unloadable(path, `${path}: ${probeError(p, this.target)}`);
     if (this.mode !== "dlopen" || isProgram(p.file)) {
       const tree = this.programTree(path, p.file, this.mode === "list");
       if (runPaths && tree.set.main?.info) tree.set.main.info = { ...tree.set.main.info, ...runPaths };
@@ -251,7 +292,7 @@ export class Resolver {
     const exe = this.opts.exe;
     const p = exe ? this.candidates.probe(exe) : null;
     if (!exe || !p || p.kind !== "ok") {
-      if (exe && p) this.exeReport = this.unloadable(exe, `${exe}: ${probeError(p)}`);
+      if (exe && p) this.exeReport = this.unloadable(exe, `${exe}: ${probeError(p, this.target)}`);
       const set = this.baseSet(null);
       const musl = this.muslEnv(this.profile.interpreter);
       this.context = { set, musl, shortnames: new Map(), queue: [], edges: [], byEdge: new Map(), errors: [] };

@@ -3,6 +3,7 @@
  * resolves to, how, and what is wrong with it. Everything here is JSON- and structured-clone safe.
  */
 import type { ElfInfo } from "../core/types.js";
+import type { Target } from "./candidates.js";
 
 /** How a DT_NEEDED entry was satisfied (loader.md §3). */
 export type Via =
@@ -100,7 +101,8 @@ export interface ResolverOptions {
   cwd?: string;
   /**
    * Built-in default directories (default: those the target loader, `interpreter` under `root`,
-   * was built with, read from its bytes; Debian x86-64's four when that cannot be read).
+   * was built with, read from its bytes; Debian's four multiarch ones for the target when that
+   * cannot be read).
    */
   defaultDirs?: string[];
   /** hwcaps subdirectories tried in each directory, best first (default: this CPU's). */
@@ -115,6 +117,11 @@ export interface ResolverOptions {
   cachePath?: string | null;
   /** The loader's own path when nothing names it (`PT_INTERP` otherwise). */
   interpreter?: string;
+  /**
+   * The kind of loader modelled (class, byte order, machine). Default: the `exe` program's; without
+   * one, this machine's, and each file of another kind is resolved by a loader of its own kind.
+   */
+  target?: Target;
   /**
    * How a loaded file is to be seen, given its `dev:ino` key, host path and info as read (a batch
    * resolves the libraries it is about to edit as they will be after the edit). Default: as read.

@@ -2,8 +2,8 @@
  * The target loader's build (src/resolve/loader-build.ts): its default directories and cache
  * path, read from its bytes. The oracle is the loader itself: `ld.so --help` (glibc >= 2.33)
  * prints both, and every real loader at hand must agree: the host's, Debian's i386 one (whose
- * directories are /lib32 and /usr/lib32) natively, and the arm64, ppc64, s390x and powerpc ones
- * under qemu-user. Then the resolver: a `--root` tree whose loader was built with other
+ * directories are /lib32 and /usr/lib32) natively, and those of the other cross packages (arm64,
+ * ppc64, s390x, powerpc, ARM, MIPS, riscv64, sparc64, hppa, m68k) under qemu-user. Then the resolver: a `--root` tree whose loader was built with other
  * directories than the host's is searched in those.
  */
 import { spawnSync } from "node:child_process";
@@ -33,6 +33,21 @@ const LOADERS: Loader[] = [
   { name: "ppc64", path: join(crossPackageDir("libc6-ppc64-cross"), "usr/powerpc64-linux-gnu/lib/ld64.so.1"), qemu: "qemu-ppc64" },
   { name: "s390x", path: join(crossPackageDir("libc6-s390x-cross"), "usr/s390x-linux-gnu/lib/ld64.so.1"), qemu: "qemu-s390x" },
   { name: "powerpc", path: join(crossPackageDir("libc6-powerpc-cross"), "usr/powerpc-linux-gnu/lib/ld.so.1"), qemu: "qemu-ppc" },
+  // ARM's loaders keep the directory list right after code bytes, not after another string's NUL.
+  { name: "armhf", path: join(crossPackageDir("libc6-armhf-cross"), "usr/arm-linux-gnueabihf/lib/ld-linux-armhf.so.3"), qemu: "qemu-arm" },
+  { name: "armel", path: join(crossPackageDir("libc6-armel-cross"), "usr/arm-linux-gnueabi/lib/ld-linux.so.3"), qemu: "qemu-arm" },
+  { name: "mips", path: join(crossPackageDir("libc6-mips-cross"), "usr/mips-linux-gnu/lib/ld.so.1"), qemu: "qemu-mips" },
+  { name: "mipsel", path: join(crossPackageDir("libc6-mipsel-cross"), "usr/mipsel-linux-gnu/lib/ld.so.1"), qemu: "qemu-mipsel" },
+  { name: "mips64el", path: join(crossPackageDir("libc6-mips64el-cross"), "usr/mips64el-linux-gnuabi64/lib64/ld.so.1"), qemu: "qemu-mips64el" },
+  { name: "mipsn32", path: join(crossPackageDir("libc6-mipsn32-cross"), "usr/mips64-linux-gnuabin32/lib32/ld.so.1"), qemu: "qemu-mipsn32" },
+  {
+    name: "mips64r6el", path: join(crossPackageDir("libc6-mips64r6el-cross"), "usr/mipsisa64r6el-linux-gnuabi64/lib64/ld-linux-mipsn8.so.1"),
+    qemu: "qemu-mips64el",
+  },
+  { name: "riscv64", path: join(crossPackageDir("libc6-riscv64-cross"), "usr/riscv64-linux-gnu/lib/ld-linux-riscv64-lp64d.so.1"), qemu: "qemu-riscv64" },
+  { name: "sparc64", path: join(crossPackageDir("libc6-sparc64-cross"), "usr/sparc64-linux-gnu/lib64/ld-linux.so.2"), qemu: "qemu-sparc64" },
+  { name: "hppa", path: join(crossPackageDir("libc6-hppa-cross"), "usr/hppa-linux-gnu/lib/ld.so.1"), qemu: "qemu-hppa" },
+  { name: "m68k", path: join(crossPackageDir("libc6-m68k-cross"), "usr/m68k-linux-gnu/lib/ld.so.1"), qemu: "qemu-m68k" },
 ];
 
 /** What `ld.so --help` says: the "(system search path)" lines and the "located via" cache. */

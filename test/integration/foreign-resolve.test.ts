@@ -1,0 +1,136 @@
+/**
+ * `check --root` on sysroots of other architectures, against each one's own glibc loader run under
+ * qemu-user (`qemu-<arch> -L ROOT ROOT/<loader> --list FILE`, which opens the root's files for the
+ * loader's absolute paths). Each root is built from a Debian cross libc package in Debian's
+ * multiarch layout (`/lib/<triplet>/`, the loader at its ABI path), plus an application tree: a
+ * library that needs a dependency through a `$ORIGIN` DT_RPATH, the dependency (needing libm), and
+ * one library with a NEEDED that no directory has. For every library the loader lists, `check`
+ * must give the same path; where the loader fails, `check` must name the same missing library.
+ * Before the resolver modelled targets, every file of another machine was "not-loadable".
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { crossPackageDir, crossPackageReady } from "../corpus/list.js";
+import { makeTempDir, repoRoot } from "../support/fixtures.js";
+import { has } from "../support/oracle.js";
+
+const CLI = path.join(repoRoot, "build", "js", "cli", "main.js");
+const required = !!process.env.ELFPATCH_REQUIRE_CORPUS;
+
+interface Root {
+  pkg: string;
+  triplet: string;
+  /** The loader's path in the root (its ABI path) and where the package has it. */
+  loader: string;
+  pkgLoader: string;
+  qemu: string;
+}
+
+const ROOTS: Root[] = [
+  { pkg: "libc6-arm64-cross", triplet: "aarch64-linux-gnu", loader: "/lib/ld-linux-aarch64.so.1", pkgLoader: "lib/ld-linux-aarch64.so.1", qemu: "qemu-aarch64" },
+  { pkg: "libc6-ppc64-cross", triplet: "powerpc64-linux-gnu", loader: "/lib64/ld64.so.1", pkgLoader: "lib/ld64.so.1", qemu: "qemu-ppc64" },
+  { pkg: "libc6-s390x-cross", triplet: "s390x-linux-gnu", loader: "/lib/ld64.so.1", pkgLoader: "lib/ld64.so.1", qemu: "qemu-s390x" },
+  { pkg: "libc6-powerpc-cross", triplet: "powerpc-linux-gnu", loader: "/lib/ld.so.1", pkgLoader: "lib/ld.so.1", qemu: "qemu-ppc" },
+  { pkg: "libc6-armhf-cross", triplet: "arm-linux-gnueabihf", loader: "/lib/ld-linux-armhf.so.3", pkgLoader: "lib/ld-linux-armhf.so.3", qemu: "qemu-arm" },
+  { pkg: "libc6-mips64el-cross", triplet: "mips64el-linux-gnuabi64", loader: "/lib64/ld.so.1", pkgLoader: "lib64/ld.so.1", qemu: "qemu-mips64el" },
+  { pkg: "libc6-riscv64-cross", triplet: "riscv64-linux-gnu", loader: "/lib/ld-linux-riscv64-lp64d.so.1", pkgLoader: "lib/ld-linux-riscv64-lp64d.so.1", qemu: "qemu-riscv64" },
+];
+
+const patch = (args: string[]): void => void execFileSync(process.execPath, [CLI, "patch", "--no-cache", ...args], { stdio: "ignore" });
+
+/** The root: the package's libraries under /lib/<triplet>, its loader at `loader`, and /opt/app. */
+function buildRoot(r: Root, dir: string): void {
+  const src = path.join(crossPackageDir(r.pkg), "usr", r.triplet);
+  const lib = path.join(dir, "lib", r.triplet);
+  fs.cpSync(path.join(src, "lib"), lib, { recursive: true, verbatimSymlinks: true });
+  const loader = path.join(dir, r.loader);
+  fs.mkdirSync(path.dirname(loader), { recursive: true });
+  fs.rmSync(loader, { force: true });
+  fs.copyFileSync(path.join(src, r.pkgLoader), loader);
+  fs.rmSync(path.join(lib, path.basename(r.loader)), { force: true });
+  // /opt/app/lib/libapp.so -> libdep.so.9 through $ORIGIN/../../dep; libdep.so.9 -> libm.so.6.
+  const app = path.join(dir, "opt", "app", "lib");
+  const dep = path.join(dir, "opt", "dep");
+  fs.mkdirSync(app, { recursive: true });
+  fs.mkdirSync(dep, { recursive: true });
+  fs.copyFileSync(path.join(lib, "libanl.so.1"), path.join(app, "libapp.so"));
+  fs.copyFileSync(path.join(lib, "libresolv.so.2"), path.join(dep, "libdep.so.9"));
+  fs.copyFileSync(path.join(lib, "libutil.so.1"), path.join(app, "libbroken.so"));
+  patch(["--set-soname", "libdep.so.9", "--add-needed", "libm.so.6", path.join(dep, "libdep.so.9")]);
+  patch(["--set-soname", "libapp.so", "--add-needed", "libdep.so.9", "--force-rpath", "--set-rpath", "$ORIGIN/../../dep", path.join(app, "libapp.so")]);
+  patch(["--add-needed", "libmissing.so.3", path.join(app, "libbroken.so")]);
+}
+
+/** The loader's view: name -> path for a listing, or the library it could not find. */
+function loaderList(r: Root, root: string, file: string): { libs: Map<string, string>; missing: string | null } {
+  const out = spawnSync(r.qemu, ["-L", root, path.join(root, r.loader), "--list", file], { encoding: "utf8", timeout: 60_000 });
+  const libs = new Map<string, string>();
+  for (const line of out.stdout.split("\n")) {
+    const m = /^\s*(\S+) => (\S+) \(0x[0-9a-f]+\)$/.exec(line);
+    if (m) libs.set(m[1]!, m[2]!);
+  }
+  const missing = /error while loading shared libraries: ([^:]+): cannot open shared object file/.exec(out.stderr)?.[1] ?? null;
+  return { libs, missing };
+}
+
+interface CheckRecord {
+  type: string;
+  path: string;
+  status: string;
+  needed: { name: string; path: string | null; status: string }[];
+  missing: string[];
+}
+
+function check(root: string, files: string[]): CheckRecord[] {
+  const r = spawnSync(process.execPath, [CLI, "check", "--json", "--root", root, ...files], { encoding: "utf8" });
+  return r.stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l) as CheckRecord).filter((x) => x.type === "file");
+}
+
+const T = makeTempDir("elfpatch-foreign-resolve-");
+afterAll(() => fs.rmSync(T, { recursive: true, force: true }));
+
+describe("check --root on other architectures' sysroots, against their own loaders", () => {
+  for (const r of ROOTS) {
+    const ready = crossPackageReady(r.pkg) && has(r.qemu);
+    it.skipIf(!ready && !required)(`${r.pkg}: every library the loader lists resolves to the same path`, () => {
+      expect(ready, `${r.pkg} (test/corpus/build-corpus.sh) and ${r.qemu} (qemu-user) are needed`).toBe(true);
+      const root = path.join(T, r.pkg);
+      buildRoot(r, root);
+      const virtual = ["/opt/app/lib/libapp.so", "/opt/dep/libdep.so.9", "/opt/app/lib/libbroken.so", `/lib/${r.triplet}/libm.so.6`];
+      const records = check(root, virtual.map((v) => path.join(root, v)));
+      const problems: string[] = [];
+      let compared = 0;
+      for (const v of virtual) {
+        const mine = records.find((x) => x.path === v);
+        const theirs = loaderList(r, root, v);
+        if (!mine) {
+          problems.push(`${v}: no check record`);
+          continue;
+        }
+        if (theirs.missing !== null) {
+          if (!mine.missing.includes(theirs.missing)) problems.push(`${v}: the loader misses ${theirs.missing}, check says ${JSON.stringify(mine.missing)}`);
+          compared++;
+          continue;
+        }
+        if (mine.status !== "ok") problems.push(`${v}: the loader lists it, check says ${mine.status} ${JSON.stringify(mine.missing)}`);
+        for (const [name, where] of theirs.libs) {
+          const edge = mine.needed.find((e) => e.name === name);
+          if (edge === undefined) {
+            // The loader itself shows up by its SONAME in a listing, without a NEEDED edge of its own.
+            if (path.basename(where) !== path.basename(r.loader)) problems.push(`${v}: ${name} => ${where} not in check's tree`);
+            continue;
+          }
+          compared++;
+          if (path.normalize(edge.path ?? "") !== path.normalize(where)) problems.push(`${v}: ${name}: loader ${where}, check ${edge.path}`);
+        }
+      }
+      expect(problems).toEqual([]);
+      // libapp -> libdep (rpath), libc, libm...; libdep -> libm, libc; libbroken's missing name; libm -> libc.
+      expect(compared).toBeGreaterThanOrEqual(6);
+      const app = records.find((x) => x.path === "/opt/app/lib/libapp.so")!;
+      expect(app.needed.find((e) => e.name === "libdep.so.9")?.path).toBe("/opt/app/lib/../../dep/libdep.so.9");
+    });
+  }
+});
