@@ -83,9 +83,46 @@ interface CheckRecord {
   missing: string[];
 }
 
-function check(root: string, files: string[]): CheckRecord[] {
-  const r = spawnSync(process.execPath, [CLI, "check", "--json", "--root", root, ...files], { encoding: "utf8" });
+function check(files: string[], root?: string): CheckRecord[] {
+  const args = ["check", "--json", ...(root ? ["--root", root] : []), ...files];
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
   return r.stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l) as CheckRecord).filter((x) => x.type === "file");
+}
+
+/** Where `check` and the loader disagree, for each file (`list` gives the loader's view of one). */
+function compare(
+  records: CheckRecord[],
+  files: string[],
+  list: (file: string) => { libs: Map<string, string>; missing: string | null },
+  loaderName: string,
+): { problems: string[]; compared: number } {
+  const problems: string[] = [];
+  let compared = 0;
+  for (const v of files) {
+    const mine = records.find((x) => x.path === v);
+    const theirs = list(v);
+    if (!mine) {
+      problems.push(`${v}: no check record`);
+      continue;
+    }
+    if (theirs.missing !== null) {
+      if (!mine.missing.includes(theirs.missing)) problems.push(`${v}: the loader misses ${theirs.missing}, check says ${JSON.stringify(mine.missing)}`);
+      compared++;
+      continue;
+    }
+    if (mine.status !== "ok") problems.push(`${v}: the loader lists it, check says ${mine.status} ${JSON.stringify(mine.missing)}`);
+    for (const [name, where] of theirs.libs) {
+      const edge = mine.needed.find((e) => e.name === name);
+      if (edge === undefined) {
+        // The loader itself shows up by its SONAME in a listing, without a NEEDED edge of its own.
+        if (path.basename(where) !== loaderName) problems.push(`${v}: ${name} => ${where} not in check's tree`);
+        continue;
+      }
+      compared++;
+      if (path.normalize(edge.path ?? "") !== path.normalize(where)) problems.push(`${v}: ${name}: loader ${where}, check ${edge.path}`);
+    }
+  }
+  return { problems, compared };
 }
 
 const T = makeTempDir("elfpatch-foreign-resolve-");
@@ -99,33 +136,8 @@ describe("check --root on other architectures' sysroots, against their own loade
       const root = path.join(T, r.pkg);
       buildRoot(r, root);
       const virtual = ["/opt/app/lib/libapp.so", "/opt/dep/libdep.so.9", "/opt/app/lib/libbroken.so", `/lib/${r.triplet}/libm.so.6`];
-      const records = check(root, virtual.map((v) => path.join(root, v)));
-      const problems: string[] = [];
-      let compared = 0;
-      for (const v of virtual) {
-        const mine = records.find((x) => x.path === v);
-        const theirs = loaderList(r, root, v);
-        if (!mine) {
-          problems.push(`${v}: no check record`);
-          continue;
-        }
-        if (theirs.missing !== null) {
-          if (!mine.missing.includes(theirs.missing)) problems.push(`${v}: the loader misses ${theirs.missing}, check says ${JSON.stringify(mine.missing)}`);
-          compared++;
-          continue;
-        }
-        if (mine.status !== "ok") problems.push(`${v}: the loader lists it, check says ${mine.status} ${JSON.stringify(mine.missing)}`);
-        for (const [name, where] of theirs.libs) {
-          const edge = mine.needed.find((e) => e.name === name);
-          if (edge === undefined) {
-            // The loader itself shows up by its SONAME in a listing, without a NEEDED edge of its own.
-            if (path.basename(where) !== path.basename(r.loader)) problems.push(`${v}: ${name} => ${where} not in check's tree`);
-            continue;
-          }
-          compared++;
-          if (path.normalize(edge.path ?? "") !== path.normalize(where)) problems.push(`${v}: ${name}: loader ${where}, check ${edge.path}`);
-        }
-      }
+      const records = check(virtual.map((v) => path.join(root, v)), root);
+      const { problems, compared } = compare(records, virtual, (v) => loaderList(r, root, v), path.basename(r.loader));
       expect(problems).toEqual([]);
       // libapp -> libdep (rpath), libc, libm...; libdep -> libm, libc; libbroken's missing name; libm -> libc.
       expect(compared).toBeGreaterThanOrEqual(6);
@@ -133,4 +145,43 @@ describe("check --root on other architectures' sysroots, against their own loade
       expect(app.needed.find((e) => e.name === "libdep.so.9")?.path).toBe("/opt/app/lib/../../dep/libdep.so.9");
     });
   }
+});
+
+describe("32-bit libraries on this x86-64 machine (Debian's libc6-i386), against its i386 loader", () => {
+  const I386_LOADER = "/lib/ld-linux.so.2";
+  const ready = fs.existsSync(I386_LOADER) && fs.existsSync("/usr/lib32/libc.so.6");
+  if (!ready && required) throw new Error("libc6-i386 is needed (Debian: apt-get install libc6-i386)");
+
+  it.skipIf(!ready)("every /usr/lib32 library and an application tree: check (no --root) agrees with ld-linux.so.2 --list", () => {
+    // The host's ld.so.cache has both machines' entries; each file is resolved by its own kind's loader.
+    const app = path.join(T, "i386", "app");
+    const dep = path.join(T, "i386", "dep");
+    fs.mkdirSync(app, { recursive: true });
+    fs.mkdirSync(dep, { recursive: true });
+    fs.copyFileSync("/usr/lib32/libanl.so.1", path.join(app, "libapp.so"));
+    fs.copyFileSync("/usr/lib32/libresolv.so.2", path.join(dep, "libdep.so.9"));
+    fs.copyFileSync("/usr/lib32/libutil.so.1", path.join(app, "libbroken.so"));
+    patch(["--set-soname", "libdep.so.9", "--add-needed", "libm.so.6", path.join(dep, "libdep.so.9")]);
+    patch(["--add-needed", "libdep.so.9", "--force-rpath", "--set-rpath", "$ORIGIN/../dep", path.join(app, "libapp.so")]);
+    patch(["--add-needed", "libmissing.so.3", path.join(app, "libbroken.so")]);
+    const system = fs.readdirSync("/usr/lib32").filter((n) => /\.so(\.\d+)*$/.test(n) && !n.startsWith("ld-"))
+      .map((n) => path.join("/usr/lib32", n)).filter((p) => fs.statSync(p).isFile() && !fs.lstatSync(p).isSymbolicLink());
+    const files = [path.join(app, "libapp.so"), path.join(dep, "libdep.so.9"), path.join(app, "libbroken.so"), ...system];
+    const records = check(files);
+    const list = (file: string): { libs: Map<string, string>; missing: string | null } => {
+      const out = spawnSync(I386_LOADER, ["--list", file], { encoding: "utf8", timeout: 60_000 });
+      const libs = new Map<string, string>();
+      for (const line of out.stdout.split("\n")) {
+        const m = /^\s*(\S+) => (\S+) \(0x[0-9a-f]+\)$/.exec(line);
+        if (m) libs.set(m[1]!, m[2]!);
+      }
+      return { libs, missing: /error while loading shared libraries: ([^:]+): cannot open shared object file/.exec(out.stderr)?.[1] ?? null };
+    };
+    const { problems, compared } = compare(records, files, list, "ld-linux.so.2");
+    expect(problems).toEqual([]);
+    expect(system.length).toBeGreaterThan(10);
+    expect(compared).toBeGreaterThan(system.length);
+    expect(records.find((x) => x.path === path.join(app, "libapp.so"))?.needed.find((e) => e.name === "libdep.so.9")?.path)
+      .toBe(`${app}/../dep/libdep.so.9`);
+  });
 });
