@@ -69,6 +69,10 @@ function isProgram(file: LibFile): boolean {
   return file.info !== null && (file.info.type === "EXEC" || file.info.flags1.includes("PIE"));
 }
 
+/** A probe that refused a file for its class, machine or byte order (another loader's file). */
+const otherKind = (p: Probe): boolean =>
+  p.kind === "other-class" || p.kind === "other-machine" || (p.kind === "fatal" && p.message.startsWith("ELF file data encoding"));
+
 function probeError(p: Probe, target: Target): string {
   if (p.kind === "other-class") return `wrong ELF class: ELFCLASS${target.elfClass === 2 ? 32 : 64}`;
   if (p.kind === "fatal") return p.message;
@@ -175,7 +179,8 @@ export class Resolver {
     // A file of another class or machine (an i386 library in an x86-64 tree, an aarch64 sysroot)
     // is loaded by a loader of its own kind: resolved by a resolver for that target. With `exe`,
     // the program's loader is the only one, and it refuses the file (as dlopen does).
-    if (!this.opts.exe && !this.opts.target) {
+    // (The probe is the one `startTree` uses; its header is read again only for a file it refused.)
+    if (!this.opts.exe && !this.opts.target && otherKind(this.candidates.probe(virtualPath))) {
       const t = headerTarget(this.fs, virtualPath);
       if (t && !sameTarget(t, this.target)) return this.forTarget(t).resolve(path, runPaths);
     }
