@@ -185,3 +185,38 @@ describe("32-bit libraries on this x86-64 machine (Debian's libc6-i386), against
       .toBe(`${app}/../dep/libdep.so.9`);
   });
 });
+
+describe("patch --shrink-rpath on another architecture's tree (transitive, by that architecture's loader)", () => {
+  const r = ROOTS[0]!; // arm64
+  const ready = crossPackageReady(r.pkg) && has(r.qemu);
+
+  it.skipIf(!ready && !required)("keeps the directory a dependency finds its library in through the inherited DT_RPATH", () => {
+    expect(ready, `${r.pkg} and ${r.qemu} are needed`).toBe(true);
+    // A root that has only the C library (for the loader under qemu); the tree itself is outside it,
+    // so the loader reads it at its host paths (qemu -L falls back to them).
+    const root = path.join(T, "shrink-root");
+    const lib = path.join(root, "lib", r.triplet);
+    fs.cpSync(path.join(crossPackageDir(r.pkg), "usr", r.triplet, "lib"), lib, { recursive: true, verbatimSymlinks: true });
+    fs.mkdirSync(path.join(root, path.dirname(r.loader)), { recursive: true });
+    fs.copyFileSync(path.join(lib, path.basename(r.loader)), path.join(root, r.loader));
+    const tree = path.join(T, "shrink-tree");
+    for (const d of ["app", "dep", "prof", "empty"]) fs.mkdirSync(path.join(tree, d), { recursive: true });
+    // app/libapp.so -> libdep.so.9 (dep/, no run path of its own) -> libz.so.1 (prof/ only).
+    fs.copyFileSync(path.join(lib, "libanl.so.1"), path.join(tree, "app", "libapp.so"));
+    fs.copyFileSync(path.join(lib, "libresolv.so.2"), path.join(tree, "dep", "libdep.so.9"));
+    fs.copyFileSync(path.join(lib, "libutil.so.1"), path.join(tree, "prof", "libz.so.1"));
+    patch(["--set-soname", "libz.so.1", path.join(tree, "prof", "libz.so.1")]);
+    patch(["--set-soname", "libdep.so.9", "--add-needed", "libz.so.1", path.join(tree, "dep", "libdep.so.9")]);
+    patch(["--add-needed", "libdep.so.9", path.join(tree, "app", "libapp.so")]);
+    const dirs = ["dep", "prof", "empty"].map((d) => path.join(tree, d));
+    const app = path.join(tree, "app", "libapp.so");
+    patch(["--force-rpath", "--add-rpath", dirs.join(":"), "--shrink-rpath", app]);
+    const rpath = /Library rpath: \[(.*)\]/.exec(execFileSync("readelf", ["-d", app], { encoding: "utf8" }))?.[1];
+    // dep/ provides libapp's NEEDED; prof/ provides libdep's, found through libapp's DT_RPATH.
+    expect(rpath).toBe(`${dirs[0]}:${dirs[1]}`);
+    const listed = loaderList(r, root, app);
+    expect(listed.missing).toBeNull();
+    expect(listed.libs.get("libdep.so.9")).toBe(path.join(dirs[0]!, "libdep.so.9"));
+    expect(listed.libs.get("libz.so.1")).toBe(path.join(dirs[1]!, "libz.so.1"));
+  });
+});
