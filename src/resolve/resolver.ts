@@ -194,7 +194,11 @@ export class Resolver {
     const key = targetKey(t);
     let r = this.others.get(key);
     if (!r) {
-      r = new Resolver({ ...this.opts, target: t }, this.engine);
+      // The options that describe this resolver's loader (its path, directories, hwcaps, tokens)
+      // are not the other loader's; the rest (root, cwd, LD_LIBRARY_PATH, cache file, planned
+      // files) describe the process and the tree.
+      const { interpreter: _i, defaultDirs: _d, hwcapsSubdirs: _h, lib: _l, platform: _p, ...shared } = this.opts;
+      r = new Resolver({ ...shared, target: t }, this.engine);
       this.others.set(key, r);
     }
     return r;
