@@ -15,6 +15,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { crossPackageDir, crossPackageReady } from "../corpus/list.js";
 import { makeTempDir, repoRoot } from "../support/fixtures.js";
 import { has } from "../support/oracle.js";
+import { Resolver } from "../../src/resolve/resolver.js";
 
 const CLI = path.join(repoRoot, "build", "js", "cli", "main.js");
 const required = !!process.env.ELFPATCH_REQUIRE_CORPUS;
@@ -218,5 +219,21 @@ describe("patch --shrink-rpath on another architecture's tree (transitive, by th
     expect(listed.missing).toBeNull();
     expect(listed.libs.get("libdep.so.9")).toBe(path.join(dirs[0]!, "libdep.so.9"));
     expect(listed.libs.get("libz.so.1")).toBe(path.join(dirs[1]!, "libz.so.1"));
+  });
+});
+
+describe("the API: a resolver's own loader options stay with its own target", () => {
+  const r = ROOTS[0]!; // arm64
+  const ready = crossPackageReady(r.pkg);
+
+  it.skipIf(!ready && !required)("default directories given for the host's loader do not apply to an arm64 file", () => {
+    expect(ready, `${r.pkg} is needed`).toBe(true);
+    const root = path.join(T, "api-root");
+    buildRoot(r, root);
+    const file = path.join(root, "lib", r.triplet, "libm.so.6");
+    // x86-64 files (none here) would be searched in /nowhere; the arm64 file by its loader's directories.
+    const res = new Resolver({ root, defaultDirs: ["/nowhere"], interpreter: "/lib64/ld-linux-x86-64.so.2" });
+    const report = res.resolve(file);
+    expect(report.needed.find((e) => e.name === "libc.so.6")).toMatchObject({ status: "found", path: `/lib/${r.triplet}/libc.so.6`, via: "default" });
   });
 });
