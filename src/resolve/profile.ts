@@ -39,14 +39,14 @@ export function defaultInterpreter(t: Target): string | null {
     case 258:
       return (f & 0x7) === 0x3 ? "/lib64/ld-linux-loongarch-lp64d.so.1" : "/lib64/ld-linux-loongarch-lp64s.so.1";
     case 8: // EF_MIPS_ABI2 (n32), EF_MIPS_NAN2008
-      if (f & 0x400) return t.elfClass === 2 || f & 0x20 ? "/lib64/ld-linux-mipsn8.so.1" : "/lib/ld-linux-mipsn8.so.1";
+      if (f & 0x400) return t.elfClass === 2 ? "/lib64/ld-linux-mipsn8.so.1" : f & 0x20 ? "/lib32/ld-linux-mipsn8.so.1" : "/lib/ld-linux-mipsn8.so.1";
       return t.elfClass === 2 ? "/lib64/ld.so.1" : f & 0x20 ? "/lib32/ld.so.1" : "/lib/ld.so.1";
     case 43:
       return "/lib64/ld-linux.so.2";
     case 2:
-    case 4:
     case 42:
       return "/lib/ld-linux.so.2";
+    case 4:
     case 15:
       return "/lib/ld.so.1";
   }
