@@ -64,9 +64,15 @@ function buildRoot(r: Root, dir: string): void {
   patch(["--add-needed", "libmissing.so.3", path.join(app, "libbroken.so")]);
 }
 
-/** The loader's view: name -> path for a listing, or the library it could not find. */
-function loaderList(r: Root, root: string, file: string): { libs: Map<string, string>; missing: string | null } {
-  const out = spawnSync(r.qemu, ["-L", root, path.join(root, r.loader), "--list", file], { encoding: "utf8", timeout: 60_000 });
+/** What a loader's `--list` says: name -> path of each library, or the library it could not find. */
+interface Listing {
+  libs: Map<string, string>;
+  missing: string | null;
+}
+
+/** Runs `cmd args` (a loader's `--list`) and reads its listing. */
+function listing(cmd: string, args: string[]): Listing {
+  const out = spawnSync(cmd, args, { encoding: "utf8", timeout: 60_000 });
   const libs = new Map<string, string>();
   for (const line of out.stdout.split("\n")) {
     const m = /^\s*(\S+) => (\S+) \(0x[0-9a-f]+\)$/.exec(line);
@@ -75,6 +81,9 @@ function loaderList(r: Root, root: string, file: string): { libs: Map<string, st
   const missing = /error while loading shared libraries: ([^:]+): cannot open shared object file/.exec(out.stderr)?.[1] ?? null;
   return { libs, missing };
 }
+
+/** The root's loader under qemu: `qemu-<arch> -L ROOT ROOT/<loader> --list FILE`. */
+const loaderList = (r: Root, root: string, file: string): Listing => listing(r.qemu, ["-L", root, path.join(root, r.loader), "--list", file]);
 
 interface CheckRecord {
   type: string;
@@ -94,7 +103,7 @@ function check(files: string[], root?: string): CheckRecord[] {
 function compare(
   records: CheckRecord[],
   files: string[],
-  list: (file: string) => { libs: Map<string, string>; missing: string | null },
+  list: (file: string) => Listing,
   loaderName: string,
 ): { problems: string[]; compared: number } {
   const problems: string[] = [];
@@ -169,16 +178,7 @@ describe("32-bit libraries on this x86-64 machine (Debian's libc6-i386), against
       .map((n) => path.join("/usr/lib32", n)).filter((p) => fs.statSync(p).isFile() && !fs.lstatSync(p).isSymbolicLink());
     const files = [path.join(app, "libapp.so"), path.join(dep, "libdep.so.9"), path.join(app, "libbroken.so"), ...system];
     const records = check(files);
-    const list = (file: string): { libs: Map<string, string>; missing: string | null } => {
-      const out = spawnSync(I386_LOADER, ["--list", file], { encoding: "utf8", timeout: 60_000 });
-      const libs = new Map<string, string>();
-      for (const line of out.stdout.split("\n")) {
-        const m = /^\s*(\S+) => (\S+) \(0x[0-9a-f]+\)$/.exec(line);
-        if (m) libs.set(m[1]!, m[2]!);
-      }
-      return { libs, missing: /error while loading shared libraries: ([^:]+): cannot open shared object file/.exec(out.stderr)?.[1] ?? null };
-    };
-    const { problems, compared } = compare(records, files, list, "ld-linux.so.2");
+    const { problems, compared } = compare(records, files, (f) => listing(I386_LOADER, ["--list", f]), "ld-linux.so.2");
     expect(problems).toEqual([]);
     expect(system.length).toBeGreaterThan(10);
     expect(compared).toBeGreaterThan(system.length);
