@@ -1,6 +1,7 @@
 /**
  * The target loader's fixed inputs (loader.md §15), with this machine's values as defaults:
- * default directories (those the target loader was built with, else Debian x86-64's, §8),
+ * default directories (those the target loader was built with, else Debian's multiarch ones for
+ * the target, §8), the target loader's ABI path,
  * hwcaps subdirectories (§6: `glibc-hwcaps/<level>` and, for glibc <= 2.36, the legacy power set
  * such as `tls/haswell/avx512_1/x86_64`), `$LIB`, `$PLATFORM`, and the cache lookup options.
  */
