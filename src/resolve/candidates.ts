@@ -25,9 +25,11 @@ export interface LibFile {
 export type Probe =
   | { kind: "absent" }
   | { kind: "abandon" }
-  | { kind: "other-class" }
-  | { kind: "other-machine" }
-  | { kind: "fatal"; message: string }
+  /** Skipped: another class or machine (`target`: the file's own, for a resolver of its kind). */
+  | { kind: "other-class"; target: Target | null }
+  | { kind: "other-machine"; target: Target | null }
+  /** `target` is set when the file is refused for its byte order: it is another loader's file. */
+  | { kind: "fatal"; message: string; target?: Target }
   | { kind: "ok"; file: LibFile };
 
 /**
@@ -98,13 +100,20 @@ const fatal = (message: string): Probe => ({ kind: "fatal", message });
 /** glibc's message for a candidate that is a directory. */
 export const DIRECTORY_MESSAGE = "cannot read file data: Error 21";
 
-/** The checks on the first bytes, in `open_verify`'s order; null when the header passes. */
+/**
+ * The checks on the first bytes, in `open_verify`'s order; null when the header passes. A file
+ * refused for its class, byte order or machine carries its own target (read from the same bytes).
+ */
 export function verifyHeader(h: Buffer, len: number, target: Target = X86_64): Probe | null {
   const is64 = target.elfClass === 2;
   if (len < (is64 ? 64 : 52)) return fatal("file too short");
   if (h.readUInt32BE(0) !== 0x7f454c46) return fatal("invalid ELF header");
-  if (h[4] !== target.elfClass) return { kind: "other-class" };
-  if (h[5] !== target.data) return fatal(`ELF file data encoding not ${target.data === 1 ? "little" : "big"}-endian`);
+  if (h[4] !== target.elfClass) return { kind: "other-class", target: targetOf(h, len) };
+  if (h[5] !== target.data) {
+    const own = targetOf(h, len);
+    const message = `ELF file data encoding not ${target.data === 1 ? "little" : "big"}-endian`;
+    return own ? { kind: "fatal", message, target: own } : fatal(message);
+  }
   if (h[6] !== 1) return fatal("ELF file version ident does not match current one");
   const osabi = h[7]!;
   if (osabi !== 0 && osabi !== ELFOSABI_GNU) return fatal("ELF file OS ABI invalid");
@@ -114,7 +123,7 @@ export function verifyHeader(h: Buffer, len: number, target: Target = X86_64): P
   const u16 = (at: number): number => (target.data === 1 ? h.readUInt16LE(at) : h.readUInt16BE(at));
   const u32 = (at: number): number => (target.data === 1 ? h.readUInt32LE(at) : h.readUInt32BE(at));
   if (u32(20) !== 1) return fatal("ELF file version does not match current one");
-  if (u16(18) !== target.machine) return { kind: "other-machine" };
+  if (u16(18) !== target.machine) return { kind: "other-machine", target: targetOf(h, len) };
   const type = u16(16);
   if (type !== 2 && type !== 3) return fatal("only ET_DYN and ET_EXEC can be loaded");
   if (u16(is64 ? 54 : 42) !== (is64 ? 56 : 32)) return fatal("ELF file's phentsize not the expected size");
@@ -137,6 +146,11 @@ export function headerTarget(fs: FsView, path: string): Target | null {
   } finally {
     closeSync(fd);
   }
+}
+
+/** The target of a file the candidate check refused as another loader's (null for any other probe). */
+export function otherTarget(p: Probe): Target | null {
+  return p.kind === "other-class" || p.kind === "other-machine" || p.kind === "fatal" ? p.target ?? null : null;
 }
 
 export class Candidates {

@@ -19,7 +19,7 @@
  * candidate checks, parsed files, the exe's load set) live as long as the Resolver.
  */
 import { CoreEngine } from "../core/engine.js";
-import { Candidates, headerTarget, hostTarget, sameTarget, targetKey, X86_64, type LibFile, type Probe, type Target } from "./candidates.js";
+import { Candidates, headerTarget, hostTarget, otherTarget, sameTarget, targetKey, X86_64, type LibFile, type Probe, type Target } from "./candidates.js";
 import { dirnameOf, expandTokens, libraryPathDirs } from "./expand.js";
 import { FsView } from "./fs-view.js";
 import { readLdCache } from "./ld-so-cache.js";
@@ -69,10 +69,6 @@ function isProgram(file: LibFile): boolean {
   return file.info !== null && (file.info.type === "EXEC" || file.info.flags1.includes("PIE"));
 }
 
-/** A probe that refused a file for its class, machine or byte order (another loader's file). */
-const otherKind = (p: Probe): boolean =>
-  p.kind === "other-class" || p.kind === "other-machine" || (p.kind === "fatal" && p.message.startsWith("ELF file data encoding"));
-
 function probeError(p: Probe, target: Target): string {
   if (p.kind === "other-class") return `wrong ELF class: ELFCLASS${target.elfClass === 2 ? 32 : 64}`;
   if (p.kind === "fatal") return p.message;
@@ -89,7 +85,8 @@ export class Resolver {
   private readonly fs: FsView;
   private readonly candidates: Candidates;
   private readonly env: SearchEnv;
-  private readonly uses = new Map<string, RunPathUse>();
+  /** Shared with the resolvers of other targets (`forTarget`): one account for the whole tree. */
+  private uses = new Map<string, RunPathUse>();
   private readonly muslEnvs = new Map<string, MuslEnv>();
   private readonly engine: CoreEngine;
   /** dlopen mode: the tree every root starts from (the exe's, or the loader alone). */
@@ -160,16 +157,7 @@ export class Resolver {
 
   /** Run-path directories consulted so far (RPATH, RUNPATH, LD_LIBRARY_PATH), by every target's loader. */
   runPathUses(): RunPathUse[] {
-    const all = new Map(this.uses);
-    for (const other of this.others.values()) {
-      for (const u of other.runPathUses()) {
-        const key = `${u.via}\0${u.dir}`;
-        const mine = all.get(key);
-        if (!mine) all.set(key, { ...u, owners: [...u.owners] });
-        else for (const o of u.owners) if (mine.owners.length < MAX_OWNERS && !mine.owners.includes(o)) mine.owners.push(o);
-      }
-    }
-    return [...all.values()];
+    return [...this.uses.values()];
   }
 
   /** The load tree of `path` (a host path; under `root` it must lie inside the root). */
@@ -179,9 +167,9 @@ export class Resolver {
     // A file of another class or machine (an i386 library in an x86-64 tree, an aarch64 sysroot)
     // is loaded by a loader of its own kind: resolved by a resolver for that target. With `exe`,
     // the program's loader is the only one, and it refuses the file (as dlopen does).
-    // (The probe is the one `startTree` uses; its header is read again only for a file it refused.)
-    if (!this.opts.exe && !this.opts.target && otherKind(this.candidates.probe(virtualPath))) {
-      const t = headerTarget(this.fs, virtualPath);
+    // (The probe is the one `startTree` uses; a refused file's own target comes with it.)
+    if (!this.opts.exe && !this.opts.target) {
+      const t = otherTarget(this.candidates.probe(virtualPath));
       if (t && !sameTarget(t, this.target)) return this.forTarget(t).resolve(path, runPaths);
     }
     const start = this.startTree(virtualPath, runPaths);
@@ -199,6 +187,7 @@ export class Resolver {
       // files) describe the process and the tree.
       const { interpreter: _i, defaultDirs: _d, hwcapsSubdirs: _h, lib: _l, platform: _p, ...shared } = this.opts;
       r = new Resolver({ ...shared, target: t }, this.engine);
+      r.uses = this.uses;
       this.others.set(key, r);
     }
     return r;
