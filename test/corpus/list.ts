@@ -16,6 +16,53 @@ export const CROSS_PACKAGES: readonly string[] = readFileSync(fileURLToPath(new 
   .map((l) => l.trim())
   .filter((l) => l !== "" && !l.startsWith("#"));
 
+/** A cross package's glibc loader, for the tests that run it (natively or under qemu-user). */
+export interface CrossLoader {
+  pkg: string;
+  /** The package's library directory, inside the package. */
+  libDir: string;
+  /** The loader file, inside the package. */
+  loader: string;
+  /** Its ABI path on a system of that architecture (the `PT_INTERP` of its programs). */
+  abiPath: string;
+  /** The qemu-user program that runs it; null: it runs natively here. */
+  qemu: string | null;
+}
+
+const usrLib = (pkg: string, triplet: string, ld: string, abiPath: string, qemu: string, ldDir = "lib"): CrossLoader =>
+  ({ pkg, libDir: `usr/${triplet}/lib`, loader: `usr/${triplet}/${ldDir}/${ld}`, abiPath, qemu });
+
+/**
+ * The loaders of the cross packages that run here. Not listed: sh4 (qemu-sh4 crashes in the
+ * unpatched loader) and x32 (it needs a kernel with the x32 ABI).
+ */
+export const CROSS_LOADERS: readonly CrossLoader[] = [
+  { pkg: "libc6-i386", libDir: "lib32", loader: "lib32/ld-linux.so.2", abiPath: "/lib/ld-linux.so.2", qemu: null },
+  usrLib("libc6-arm64-cross", "aarch64-linux-gnu", "ld-linux-aarch64.so.1", "/lib/ld-linux-aarch64.so.1", "qemu-aarch64"),
+  usrLib("libc6-ppc64-cross", "powerpc64-linux-gnu", "ld64.so.1", "/lib64/ld64.so.1", "qemu-ppc64"),
+  usrLib("libc6-s390x-cross", "s390x-linux-gnu", "ld64.so.1", "/lib/ld64.so.1", "qemu-s390x"),
+  usrLib("libc6-powerpc-cross", "powerpc-linux-gnu", "ld.so.1", "/lib/ld.so.1", "qemu-ppc"),
+  usrLib("libc6-mips-cross", "mips-linux-gnu", "ld.so.1", "/lib/ld.so.1", "qemu-mips"),
+  usrLib("libc6-mipsel-cross", "mipsel-linux-gnu", "ld.so.1", "/lib/ld.so.1", "qemu-mipsel"),
+  usrLib("libc6-mips64el-cross", "mips64el-linux-gnuabi64", "ld.so.1", "/lib64/ld.so.1", "qemu-mips64el", "lib64"),
+  usrLib("libc6-mipsn32-cross", "mips64-linux-gnuabin32", "ld.so.1", "/lib32/ld.so.1", "qemu-mipsn32", "lib32"),
+  usrLib("libc6-mips64r6el-cross", "mipsisa64r6el-linux-gnuabi64", "ld-linux-mipsn8.so.1", "/lib64/ld-linux-mipsn8.so.1", "qemu-mips64el", "lib64"),
+  usrLib("libc6-riscv64-cross", "riscv64-linux-gnu", "ld-linux-riscv64-lp64d.so.1", "/lib/ld-linux-riscv64-lp64d.so.1", "qemu-riscv64"),
+  // ARM's loaders keep their directory list right after code bytes, not after another string's NUL.
+  usrLib("libc6-armhf-cross", "arm-linux-gnueabihf", "ld-linux-armhf.so.3", "/lib/ld-linux-armhf.so.3", "qemu-arm"),
+  usrLib("libc6-armel-cross", "arm-linux-gnueabi", "ld-linux.so.3", "/lib/ld-linux.so.3", "qemu-arm"),
+  usrLib("libc6-sparc64-cross", "sparc64-linux-gnu", "ld-linux.so.2", "/lib64/ld-linux.so.2", "qemu-sparc64", "lib64"),
+  usrLib("libc6-hppa-cross", "hppa-linux-gnu", "ld.so.1", "/lib/ld.so.1", "qemu-hppa"),
+  usrLib("libc6-m68k-cross", "m68k-linux-gnu", "ld.so.1", "/lib/ld.so.1", "qemu-m68k"),
+];
+
+/** The entry of `CROSS_LOADERS` for a package. */
+export function crossLoader(pkg: string): CrossLoader {
+  const l = CROSS_LOADERS.find((x) => x.pkg === pkg);
+  if (!l) throw new Error(`no loader entry for ${pkg}`);
+  return l;
+}
+
 export const HOST_LIB_DIR = "/usr/lib/x86_64-linux-gnu";
 
 export const BUILD_SCRIPT = fileURLToPath(new URL("./build-corpus.sh", import.meta.url));

@@ -12,7 +12,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { crossPackageDir, crossPackageReady } from "../corpus/list.js";
+import { crossLoader, crossPackageDir, crossPackageReady, type CrossLoader } from "../corpus/list.js";
 import { makeTempDir, repoRoot } from "../support/fixtures.js";
 import { has } from "../support/oracle.js";
 import { Resolver } from "../../src/resolve/resolver.js";
@@ -20,48 +20,49 @@ import { Resolver } from "../../src/resolve/resolver.js";
 const CLI = path.join(repoRoot, "build", "js", "cli", "main.js");
 const required = !!process.env.ELFPATCH_REQUIRE_CORPUS;
 
-interface Root {
-  pkg: string;
-  triplet: string;
-  /** The loader's path in the root (its ABI path) and where the package has it. */
-  loader: string;
-  pkgLoader: string;
-  qemu: string;
-}
+/** The seven packages made into sysroots (both classes and byte orders, MIPS n64, ARM, RISC-V). */
+const ROOTS: CrossLoader[] = [
+  "libc6-arm64-cross", "libc6-ppc64-cross", "libc6-s390x-cross", "libc6-powerpc-cross", "libc6-armhf-cross",
+  "libc6-mips64el-cross", "libc6-riscv64-cross",
+].map(crossLoader);
 
-const ROOTS: Root[] = [
-  { pkg: "libc6-arm64-cross", triplet: "aarch64-linux-gnu", loader: "/lib/ld-linux-aarch64.so.1", pkgLoader: "lib/ld-linux-aarch64.so.1", qemu: "qemu-aarch64" },
-  { pkg: "libc6-ppc64-cross", triplet: "powerpc64-linux-gnu", loader: "/lib64/ld64.so.1", pkgLoader: "lib/ld64.so.1", qemu: "qemu-ppc64" },
-  { pkg: "libc6-s390x-cross", triplet: "s390x-linux-gnu", loader: "/lib/ld64.so.1", pkgLoader: "lib/ld64.so.1", qemu: "qemu-s390x" },
-  { pkg: "libc6-powerpc-cross", triplet: "powerpc-linux-gnu", loader: "/lib/ld.so.1", pkgLoader: "lib/ld.so.1", qemu: "qemu-ppc" },
-  { pkg: "libc6-armhf-cross", triplet: "arm-linux-gnueabihf", loader: "/lib/ld-linux-armhf.so.3", pkgLoader: "lib/ld-linux-armhf.so.3", qemu: "qemu-arm" },
-  { pkg: "libc6-mips64el-cross", triplet: "mips64el-linux-gnuabi64", loader: "/lib64/ld.so.1", pkgLoader: "lib64/ld.so.1", qemu: "qemu-mips64el" },
-  { pkg: "libc6-riscv64-cross", triplet: "riscv64-linux-gnu", loader: "/lib/ld-linux-riscv64-lp64d.so.1", pkgLoader: "lib/ld-linux-riscv64-lp64d.so.1", qemu: "qemu-riscv64" },
-];
+/** The multiarch triplet of a package's `usr/<triplet>/lib`. */
+const tripletOf = (r: CrossLoader): string => r.libDir.split("/")[1]!;
 
 const patch = (args: string[]): void => void execFileSync(process.execPath, [CLI, "patch", "--no-cache", ...args], { stdio: "ignore" });
 
-/** The root: the package's libraries under /lib/<triplet>, its loader at `loader`, and /opt/app. */
-function buildRoot(r: Root, dir: string): void {
-  const src = path.join(crossPackageDir(r.pkg), "usr", r.triplet);
-  const lib = path.join(dir, "lib", r.triplet);
-  fs.cpSync(path.join(src, "lib"), lib, { recursive: true, verbatimSymlinks: true });
-  const loader = path.join(dir, r.loader);
+/** A sysroot of the package: its libraries under /lib/<triplet>, its loader at its ABI path. */
+function buildSysroot(r: CrossLoader, dir: string): string {
+  const lib = path.join(dir, "lib", tripletOf(r));
+  fs.cpSync(path.join(crossPackageDir(r.pkg), r.libDir), lib, { recursive: true, verbatimSymlinks: true });
+  const loader = path.join(dir, r.abiPath);
   fs.mkdirSync(path.dirname(loader), { recursive: true });
   fs.rmSync(loader, { force: true });
-  fs.copyFileSync(path.join(src, r.pkgLoader), loader);
-  fs.rmSync(path.join(lib, path.basename(r.loader)), { force: true });
-  // /opt/app/lib/libapp.so -> libdep.so.9 through $ORIGIN/../../dep; libdep.so.9 -> libm.so.6.
-  const app = path.join(dir, "opt", "app", "lib");
-  const dep = path.join(dir, "opt", "dep");
+  fs.copyFileSync(path.join(crossPackageDir(r.pkg), r.loader), loader);
+  fs.rmSync(path.join(lib, path.basename(r.abiPath)), { force: true });
+  return lib;
+}
+
+/**
+ * An application tree made of copies of `lib`'s libraries: `app/libapp.so` needs `libdep.so.9`
+ * through the DT_RPATH `rpath`; `dep/libdep.so.9` needs libm; `app/libbroken.so` needs a library
+ * no directory has.
+ */
+function buildApp(lib: string, app: string, dep: string, rpath: string): void {
   fs.mkdirSync(app, { recursive: true });
   fs.mkdirSync(dep, { recursive: true });
   fs.copyFileSync(path.join(lib, "libanl.so.1"), path.join(app, "libapp.so"));
   fs.copyFileSync(path.join(lib, "libresolv.so.2"), path.join(dep, "libdep.so.9"));
   fs.copyFileSync(path.join(lib, "libutil.so.1"), path.join(app, "libbroken.so"));
   patch(["--set-soname", "libdep.so.9", "--add-needed", "libm.so.6", path.join(dep, "libdep.so.9")]);
-  patch(["--set-soname", "libapp.so", "--add-needed", "libdep.so.9", "--force-rpath", "--set-rpath", "$ORIGIN/../../dep", path.join(app, "libapp.so")]);
+  patch(["--set-soname", "libapp.so", "--add-needed", "libdep.so.9", "--force-rpath", "--set-rpath", rpath, path.join(app, "libapp.so")]);
   patch(["--add-needed", "libmissing.so.3", path.join(app, "libbroken.so")]);
+}
+
+/** The sysroot with its application tree under /opt (`/opt/app/lib`, `/opt/dep`). */
+function buildRoot(r: CrossLoader, dir: string): void {
+  const lib = buildSysroot(r, dir);
+  buildApp(lib, path.join(dir, "opt", "app", "lib"), path.join(dir, "opt", "dep"), "$ORIGIN/../../dep");
 }
 
 /** What a loader's `--list` says: name -> path of each library, or the library it could not find. */
@@ -83,7 +84,8 @@ function listing(cmd: string, args: string[]): Listing {
 }
 
 /** The root's loader under qemu: `qemu-<arch> -L ROOT ROOT/<loader> --list FILE`. */
-const loaderList = (r: Root, root: string, file: string): Listing => listing(r.qemu, ["-L", root, path.join(root, r.loader), "--list", file]);
+const loaderList = (r: CrossLoader, root: string, file: string): Listing =>
+  listing(r.qemu!, ["-L", root, path.join(root, r.abiPath), "--list", file]);
 
 interface CheckRecord {
   type: string;
@@ -140,14 +142,14 @@ afterAll(() => fs.rmSync(T, { recursive: true, force: true }));
 
 describe("check --root on other architectures' sysroots, against their own loaders", () => {
   for (const r of ROOTS) {
-    const ready = crossPackageReady(r.pkg) && has(r.qemu);
+    const ready = crossPackageReady(r.pkg) && has(r.qemu!);
     it.skipIf(!ready && !required)(`${r.pkg}: every library the loader lists resolves to the same path`, () => {
       expect(ready, `${r.pkg} (test/corpus/build-corpus.sh) and ${r.qemu} (qemu-user) are needed`).toBe(true);
       const root = path.join(T, r.pkg);
       buildRoot(r, root);
-      const virtual = ["/opt/app/lib/libapp.so", "/opt/dep/libdep.so.9", "/opt/app/lib/libbroken.so", `/lib/${r.triplet}/libm.so.6`];
+      const virtual = ["/opt/app/lib/libapp.so", "/opt/dep/libdep.so.9", "/opt/app/lib/libbroken.so", `/lib/${tripletOf(r)}/libm.so.6`];
       const records = check(virtual.map((v) => path.join(root, v)), root);
-      const { problems, compared } = compare(records, virtual, (v) => loaderList(r, root, v), path.basename(r.loader));
+      const { problems, compared } = compare(records, virtual, (v) => loaderList(r, root, v), path.basename(r.abiPath));
       expect(problems).toEqual([]);
       // libapp -> libdep (rpath), libc, libm...; libdep -> libm, libc; libbroken's missing name; libm -> libc.
       expect(compared).toBeGreaterThanOrEqual(6);
@@ -166,14 +168,7 @@ describe("32-bit libraries on this x86-64 machine (Debian's libc6-i386), against
     // The host's ld.so.cache has both machines' entries; each file is resolved by its own kind's loader.
     const app = path.join(T, "i386", "app");
     const dep = path.join(T, "i386", "dep");
-    fs.mkdirSync(app, { recursive: true });
-    fs.mkdirSync(dep, { recursive: true });
-    fs.copyFileSync("/usr/lib32/libanl.so.1", path.join(app, "libapp.so"));
-    fs.copyFileSync("/usr/lib32/libresolv.so.2", path.join(dep, "libdep.so.9"));
-    fs.copyFileSync("/usr/lib32/libutil.so.1", path.join(app, "libbroken.so"));
-    patch(["--set-soname", "libdep.so.9", "--add-needed", "libm.so.6", path.join(dep, "libdep.so.9")]);
-    patch(["--add-needed", "libdep.so.9", "--force-rpath", "--set-rpath", "$ORIGIN/../dep", path.join(app, "libapp.so")]);
-    patch(["--add-needed", "libmissing.so.3", path.join(app, "libbroken.so")]);
+    buildApp("/usr/lib32", app, dep, "$ORIGIN/../dep");
     const system = fs.readdirSync("/usr/lib32").filter((n) => /\.so(\.\d+)*$/.test(n) && !n.startsWith("ld-"))
       .map((n) => path.join("/usr/lib32", n)).filter((p) => fs.statSync(p).isFile() && !fs.lstatSync(p).isSymbolicLink());
     const files = [path.join(app, "libapp.so"), path.join(dep, "libdep.so.9"), path.join(app, "libbroken.so"), ...system];
@@ -189,17 +184,14 @@ describe("32-bit libraries on this x86-64 machine (Debian's libc6-i386), against
 
 describe("patch --shrink-rpath on another architecture's tree (transitive, by that architecture's loader)", () => {
   const r = ROOTS[0]!; // arm64
-  const ready = crossPackageReady(r.pkg) && has(r.qemu);
+  const ready = crossPackageReady(r.pkg) && has(r.qemu!);
 
   it.skipIf(!ready && !required)("keeps the directory a dependency finds its library in through the inherited DT_RPATH", () => {
     expect(ready, `${r.pkg} and ${r.qemu} are needed`).toBe(true);
     // A root that has only the C library (for the loader under qemu); the tree itself is outside it,
     // so the loader reads it at its host paths (qemu -L falls back to them).
     const root = path.join(T, "shrink-root");
-    const lib = path.join(root, "lib", r.triplet);
-    fs.cpSync(path.join(crossPackageDir(r.pkg), "usr", r.triplet, "lib"), lib, { recursive: true, verbatimSymlinks: true });
-    fs.mkdirSync(path.join(root, path.dirname(r.loader)), { recursive: true });
-    fs.copyFileSync(path.join(lib, path.basename(r.loader)), path.join(root, r.loader));
+    const lib = buildSysroot(r, root);
     const tree = path.join(T, "shrink-tree");
     for (const d of ["app", "dep", "prof", "empty"]) fs.mkdirSync(path.join(tree, d), { recursive: true });
     // app/libapp.so -> libdep.so.9 (dep/, no run path of its own) -> libz.so.1 (prof/ only).
@@ -230,10 +222,10 @@ describe("the API: a resolver's own loader options stay with its own target", ()
     expect(ready, `${r.pkg} is needed`).toBe(true);
     const root = path.join(T, "api-root");
     buildRoot(r, root);
-    const file = path.join(root, "lib", r.triplet, "libm.so.6");
+    const file = path.join(root, "lib", tripletOf(r), "libm.so.6");
     // x86-64 files (none here) would be searched in /nowhere; the arm64 file by its loader's directories.
     const res = new Resolver({ root, defaultDirs: ["/nowhere"], interpreter: "/lib64/ld-linux-x86-64.so.2" });
     const report = res.resolve(file);
-    expect(report.needed.find((e) => e.name === "libc.so.6")).toMatchObject({ status: "found", path: `/lib/${r.triplet}/libc.so.6`, via: "default" });
+    expect(report.needed.find((e) => e.name === "libc.so.6")).toMatchObject({ status: "found", path: `/lib/${tripletOf(r)}/libc.so.6`, via: "default" });
   });
 });

@@ -14,7 +14,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { loaderBuild, loaderBuildOf, ownLoaderBuild } from "../../../src/resolve/loader-build.js";
 import { Resolver } from "../../../src/resolve/resolver.js";
 import { isFileError, patchFile } from "../../../src/index.js";
-import { crossPackageDir } from "../../corpus/list.js";
+import { CROSS_LOADERS, crossPackageDir } from "../../corpus/list.js";
 
 const HOST_LOADER = "/lib64/ld-linux-x86-64.so.2";
 const required = !!process.env.ELFPATCH_REQUIRE_CORPUS;
@@ -28,26 +28,7 @@ interface Loader {
 
 const LOADERS: Loader[] = [
   { name: "host x86-64", path: HOST_LOADER, qemu: null },
-  { name: "i386 (lib32)", path: join(crossPackageDir("libc6-i386"), "lib32/ld-linux.so.2"), qemu: null },
-  { name: "arm64", path: join(crossPackageDir("libc6-arm64-cross"), "usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1"), qemu: "qemu-aarch64" },
-  { name: "ppc64", path: join(crossPackageDir("libc6-ppc64-cross"), "usr/powerpc64-linux-gnu/lib/ld64.so.1"), qemu: "qemu-ppc64" },
-  { name: "s390x", path: join(crossPackageDir("libc6-s390x-cross"), "usr/s390x-linux-gnu/lib/ld64.so.1"), qemu: "qemu-s390x" },
-  { name: "powerpc", path: join(crossPackageDir("libc6-powerpc-cross"), "usr/powerpc-linux-gnu/lib/ld.so.1"), qemu: "qemu-ppc" },
-  // ARM's loaders keep the directory list right after code bytes, not after another string's NUL.
-  { name: "armhf", path: join(crossPackageDir("libc6-armhf-cross"), "usr/arm-linux-gnueabihf/lib/ld-linux-armhf.so.3"), qemu: "qemu-arm" },
-  { name: "armel", path: join(crossPackageDir("libc6-armel-cross"), "usr/arm-linux-gnueabi/lib/ld-linux.so.3"), qemu: "qemu-arm" },
-  { name: "mips", path: join(crossPackageDir("libc6-mips-cross"), "usr/mips-linux-gnu/lib/ld.so.1"), qemu: "qemu-mips" },
-  { name: "mipsel", path: join(crossPackageDir("libc6-mipsel-cross"), "usr/mipsel-linux-gnu/lib/ld.so.1"), qemu: "qemu-mipsel" },
-  { name: "mips64el", path: join(crossPackageDir("libc6-mips64el-cross"), "usr/mips64el-linux-gnuabi64/lib64/ld.so.1"), qemu: "qemu-mips64el" },
-  { name: "mipsn32", path: join(crossPackageDir("libc6-mipsn32-cross"), "usr/mips64-linux-gnuabin32/lib32/ld.so.1"), qemu: "qemu-mipsn32" },
-  {
-    name: "mips64r6el", path: join(crossPackageDir("libc6-mips64r6el-cross"), "usr/mipsisa64r6el-linux-gnuabi64/lib64/ld-linux-mipsn8.so.1"),
-    qemu: "qemu-mips64el",
-  },
-  { name: "riscv64", path: join(crossPackageDir("libc6-riscv64-cross"), "usr/riscv64-linux-gnu/lib/ld-linux-riscv64-lp64d.so.1"), qemu: "qemu-riscv64" },
-  { name: "sparc64", path: join(crossPackageDir("libc6-sparc64-cross"), "usr/sparc64-linux-gnu/lib64/ld-linux.so.2"), qemu: "qemu-sparc64" },
-  { name: "hppa", path: join(crossPackageDir("libc6-hppa-cross"), "usr/hppa-linux-gnu/lib/ld.so.1"), qemu: "qemu-hppa" },
-  { name: "m68k", path: join(crossPackageDir("libc6-m68k-cross"), "usr/m68k-linux-gnu/lib/ld.so.1"), qemu: "qemu-m68k" },
+  ...CROSS_LOADERS.map((l) => ({ name: l.pkg, path: join(crossPackageDir(l.pkg), l.loader), qemu: l.qemu })),
 ];
 
 /** What `ld.so --help` says: the "(system search path)" lines and the "located via" cache. */
