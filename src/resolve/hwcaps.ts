@@ -14,6 +14,7 @@
  *   AT_PLATFORM (`uname -m` here), which glibc on Intel x86-64 replaces with `xeon_phi` or `haswell`
  *   (`sysdeps/x86/cpu-features.c`).
  * - `cacheIsaLevelOk`: the ISA-level test ld.so applies to glibc-hwcaps cache entries.
+ * - `legacyHwcapComponents`: what the legacy hwcaps subdirectories of glibc < 2.37 are made of.
  * - `legacyCacheHwcaps`: the hwcap bits glibc 2.36-2.39 matched legacy cache entries against.
  * Every result can be overridden by the caller (a target profile) or computed from another
  * machine's /proc/cpuinfo text.
@@ -151,9 +152,38 @@ export function dstValues(opts: DstOptions = {}): DstValues {
   }
   let platform = opts.PLATFORM;
   if (platform === undefined) {
-    platform = (m === "x86_64" ? intelPlatform(opts) : null) ?? (m === canonMachine(host) ? host : m);
+    // i386: AT_PLATFORM is "i686" (a 32-bit process on an x86-64 kernel, and glibc's choice on
+    // any CPU with CMOV); measured with Debian's i386 loader: `$PLATFORM` -> i686.
+    platform = (m === "x86_64" ? intelPlatform(opts) : m === "i386" ? "i686" : null) ?? (m === canonMachine(host) ? host : m);
   }
   return { LIB: lib, PLATFORM: platform };
+}
+
+/**
+ * The components of glibc's legacy hwcaps subdirectories (glibc < 2.37; `elf/dl-hwcaps.c`): `tls`,
+ * the platform, then the names of the "important" hwcap bits the CPU has, highest bit first;
+ * ld.so searches every non-empty combination (profile.ts `legacySubdirs`). x86-64: the platform
+ * (`$PLATFORM`: `haswell`/`xeon_phi` on such Intel CPUs, else `x86_64`), `avx512_1`, `x86_64`;
+ * i386: `i686`, `avx512_1`, `sse2`; both from this CPU (measured: `tls/x86_64/x86_64` ... on this
+ * AMD machine, `tls/i686/sse2` ... with Debian's i386 loader). Other machines: `tls` only, since
+ * their platform and hwcap names are those of a CPU this machine cannot see (under qemu-user:
+ * `tls/aarch64/atomics`, `tls/v8l/neon/vfp`, `tls/altivec/dfp`, ...).
+ */
+export function legacyHwcapComponents(machine: number | string, platform: string | null, opts: CpuOptions = {}): string[] {
+  const m = canonMachine(machine);
+  if (m !== "x86_64" && m !== "i386") return ["tls"];
+  const f = usableFlags(opts);
+  const out = ["tls"];
+  if (platform !== null) out.push(platform);
+  if (avx512One(opts, f)) out.push("avx512_1");
+  if (m === "x86_64") out.push("x86_64");
+  else if (f.has("sse2")) out.push("sse2");
+  return out;
+}
+
+/** glibc's HWCAP_X86_AVX512_1: an Intel CPU with AVX-512 F/CD/BW/DQ/VL and without AVX-512 ER. */
+function avx512One(opts: CpuOptions, f: Set<string>): boolean {
+  return cpuVendor(opts) === "GenuineIntel" && f.has("avx512cd") && !f.has("avx512er") && ["avx512bw", "avx512dq", "avx512vl"].every((x) => f.has(x));
 }
 
 const HWCAP_X86_64 = 1n << 1n;
@@ -170,8 +200,7 @@ export function legacyCacheHwcaps(machine: number | string = hostMachine(), opts
   const f = usableFlags(opts);
   const platform = intelPlatform(opts);
   let hwcap = HWCAP_X86_64 | HWCAP_TLS;
-  const avx512 = ["avx512bw", "avx512dq", "avx512vl"].every((x) => f.has(x));
-  if (cpuVendor(opts) === "GenuineIntel" && f.has("avx512cd") && !f.has("avx512er") && avx512) hwcap |= HWCAP_X86_AVX512_1;
+  if (avx512One(opts, f)) hwcap |= HWCAP_X86_AVX512_1;
   const index = platform === "haswell" ? 2n : platform === "xeon_phi" ? 3n : -1n;
   return {
     hwcap,

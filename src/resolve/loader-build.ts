@@ -1,6 +1,6 @@
 /**
  * What a glibc `ld.so` was built with, read from the loader file itself without running it
- * (loader.md §8, §12, §15): its default directories and the path of its cache.
+ * (loader.md §8, §12, §15): its default directories, the path of its cache, and its glibc release.
  *
  * glibc compiles its trusted directories into the loader as one string constant, `SYSTEM_DIRS`
  * (`elf/gen-trusted-dirs.awk`: slibdir and libdir, each with a trailing `/`, NUL-separated, e.g.
@@ -13,8 +13,16 @@
  * (`lib/<triplet>`) directory and `/`, and the first NUL-terminated absolute path ending in
  * `/ld.so.cache`. Checked against `ld.so --help` of the host's loader and of Debian's i386, arm64,
  * ppc64, s390x and powerpc loaders (test/unit/resolve/loader-build.test.ts).
+ *
+ * The release decides which search rules apply (profile.ts): glibc-hwcaps subdirectories (2.33),
+ * legacy hwcaps subdirectories (gone in 2.37), legacy cache entries (ignored from 2.40). A tree
+ * under `--root` (a container image, another distribution) has its own glibc, so the release is the
+ * loader's, not that of the glibc running this process: the string its `--version` prints
+ * ("... release version 2.41.", glibc >= 2.33), else its file name (`ld-2.31.so`: glibc < 2.34
+ * installed the loader under its release, the ABI name being a symlink to it).
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, realpathSync } from "node:fs";
+import { basename } from "node:path";
 import { noteConsulted } from "../shared/consulted.js";
 
 export interface LoaderBuild {
@@ -22,6 +30,18 @@ export interface LoaderBuild {
   systemDirs: string[] | null;
   /** The cache the loader reads; null when not found. */
   cachePath: string | null;
+  /** The glibc release [major, minor]; null when neither the bytes nor the file name tell it. */
+  version: [number, number] | null;
+}
+
+/** The release in `--version`'s text (`ld.so (Debian GLIBC 2.41-12) stable release version 2.41.`). */
+const VERSION_TEXT = /release version (\d+)\.(\d+)[.\0 ]/;
+/** The file name of a loader of glibc < 2.34 (`ld-2.31.so`). */
+const VERSION_NAME = /^ld-(\d+)\.(\d+)\.so$/;
+
+/** A release from a regular expression match, or null. */
+function release(m: RegExpExecArray | null): [number, number] | null {
+  return m ? [Number(m[1]), Number(m[2])] : null;
 }
 
 /** A directory glibc can have as slibdir or libdir: `.../lib`, `lib32`, `lib64`, `libx32`, `lib/<triplet>`. */
@@ -47,8 +67,11 @@ function pathEndingAt(buf: Buffer, nul: number, pattern: RegExp): { text: string
   return null;
 }
 
-/** The default directories and cache path in a loader's bytes (see the module comment). */
-export function loaderBuildOf(bytes: Uint8Array): LoaderBuild {
+/**
+ * The default directories, cache path and release in a loader's bytes (see the module comment);
+ * `fileName`, the loader's real file name, tells the release of a glibc < 2.33 loader.
+ */
+export function loaderBuildOf(bytes: Uint8Array, fileName = ""): LoaderBuild {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   // Every string ending in "/" (native searches: the loader is a few hundred KB).
   let systemDirs: string[] | null = null;
@@ -71,7 +94,12 @@ export function loaderBuildOf(bytes: Uint8Array): LoaderBuild {
     const s = pathEndingAt(buf, at + suffix.length - 1, CACHE);
     if (s !== null) cachePath = s.text;
   }
-  return { systemDirs, cachePath };
+  let version: [number, number] | null = null;
+  for (let at = buf.indexOf("release version ", 0, "latin1"); at >= 0 && version === null; at = buf.indexOf("release version ", at + 1, "latin1")) {
+    version = release(VERSION_TEXT.exec(buf.toString("latin1", at, at + 32)));
+  }
+  version ??= release(VERSION_NAME.exec(fileName));
+  return { systemDirs, cachePath, version };
 }
 
 const builds = new Map<string, LoaderBuild | null>();
@@ -85,7 +113,7 @@ export function loaderBuild(hostPath: string): LoaderBuild | null {
   if (builds.has(hostPath)) return builds.get(hostPath)!;
   let build: LoaderBuild | null;
   try {
-    build = loaderBuildOf(readFileSync(hostPath));
+    build = loaderBuildOf(readFileSync(hostPath), basename(realpathSync(hostPath)));
   } catch {
     build = null;
   }

@@ -4,8 +4,10 @@
  * the target, §8), the target loader's ABI path,
  * hwcaps subdirectories (§6: `glibc-hwcaps/<level>` and, for glibc <= 2.36, the legacy power set
  * such as `tls/haswell/avx512_1/x86_64`), `$LIB`, `$PLATFORM`, and the cache lookup options.
+ * Which hwcaps rules apply is decided by the target loader's glibc release (loader-build.ts; a
+ * `--root` tree has its own glibc), else by the release of the glibc running this process.
  */
-import { activeHwcapsDirs, dstValues, legacyCacheHwcaps } from "./hwcaps.js";
+import { activeHwcapsDirs, dstValues, legacyCacheHwcaps, legacyHwcapComponents } from "./hwcaps.js";
 import { cacheFlagsFor, type LookupOptions } from "./ld-so-cache.js";
 import { X86_64, type Target } from "./candidates.js";
 import type { LoaderBuild } from "./loader-build.js";
@@ -98,25 +100,17 @@ function hostGlibc(): [number, number] | null {
 /**
  * The legacy hwcaps subdirectories of glibc <= 2.36: every non-empty subset of the components,
  * largest first, in the order `ld.so` prints them (`tls/haswell/avx512_1/x86_64` ... `x86_64`).
+ * A name that is both the platform and a hwcap (`x86_64` on AMD CPUs) makes ld.so try some
+ * directories twice (`tls/x86_64` as platform, then as hwcap); each is kept once, where it first
+ * comes.
  */
 export function legacySubdirs(components: string[]): string[] {
   const n = components.length;
-  const out: string[] = [];
+  const out = new Set<string>();
   for (let m = (1 << n) - 1; m > 0; m--) {
-    out.push(components.filter((_, j) => (m & (1 << (n - 1 - j))) !== 0).join("/"));
+    out.add(components.filter((_, j) => (m & (1 << (n - 1 - j))) !== 0).join("/"));
   }
-  return out;
-}
-
-/** This CPU's legacy components: `tls`, the platform, then hwcap names (highest bit first). */
-function legacyComponents(platform: string, machine: number): string[] {
-  const rule = legacyCacheHwcaps(machine);
-  if (!rule) return [];
-  const out = ["tls"];
-  if (rule.platform !== 0n) out.push(platform);
-  if (rule.hwcap & (1n << 2n)) out.push("avx512_1");
-  if (rule.hwcap & (1n << 1n)) out.push("x86_64");
-  return out;
+  return [...out];
 }
 
 /**
@@ -124,15 +118,18 @@ function legacyComponents(platform: string, machine: number): string[] {
  * read from its bytes: loader-build.ts), then Debian 12's amd64 values.
  */
 export function profileFor(opts: ResolverOptions, build: LoaderBuild | null = null, target: Target = X86_64): Profile {
-  const glibc = hostGlibc();
+  // The rules of the target loader's release (a --root tree's own glibc), else of the glibc
+  // running this process (the host's loader is the one that will load the files).
+  const glibc = build?.version ?? hostGlibc();
   const older = (minor: number): boolean => glibc !== null && glibc[0] === 2 && glibc[1] < minor;
   const dst = dstValues({ machine: target.machine });
   const platform = opts.platform === undefined ? dst.PLATFORM : opts.platform;
-  const levels = activeHwcapsDirs(target.machine);
+  // glibc-hwcaps subdirectories (and the cache entries for them) came with glibc 2.33.
+  const levels = older(33) ? [] : activeHwcapsDirs(target.machine);
   let subdirs = opts.hwcapsSubdirs;
   if (!subdirs) {
     subdirs = levels.map((l) => `glibc-hwcaps/${l}`);
-    if (older(37) && platform !== null) subdirs.push(...legacySubdirs(legacyComponents(platform, target.machine)));
+    if (older(37)) subdirs.push(...legacySubdirs(legacyHwcapComponents(target.machine, platform)));
   }
   const cacheOptions: LookupOptions = {
     activeHwcaps: opts.hwcapsSubdirs

@@ -77,6 +77,8 @@ function probeError(p: Probe, target: Target): string {
 
 export class Resolver {
   readonly profile: Profile;
+  /** What the target's glibc loader was built with (its directories, cache, release); null: not read (musl, or options gave them). */
+  readonly loaderBuild: LoaderBuild | null;
   /** The kind of loader modelled (files of another kind, without `exe`, go to `others`). */
   readonly target: Target;
   /** Resolvers of the other kinds of files met (an i386 library in an x86-64 tree...), by target. */
@@ -123,6 +125,7 @@ export class Resolver {
       build = loaderBuild(this.fs.host(loader ?? fhsLoader));
       if (build === null && root === "" && loader === undefined && sameTarget(this.target, hostTarget())) build = ownLoaderBuild();
     }
+    this.loaderBuild = build;
     this.profile = profileFor({ ...opts, interpreter: loader ?? opts.interpreter }, build, this.target);
     const cachePath = opts.cachePath === undefined ? build?.cachePath ?? "/etc/ld.so.cache" : opts.cachePath;
     this.env = {

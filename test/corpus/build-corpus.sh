@@ -3,7 +3,10 @@
 #
 # Downloads a few Debian libc packages for other architectures (32/64-bit, little/big endian)
 # and unpacks them under $ELFPATCH_CORPUS_DIR/cross/<pkg>/ (default <repo>/.cache/corpus).
-# Idempotent: packages already unpacked (marker file present) are skipped.
+# Then installs the Debian releases of releases.txt (other glibc versions of this architecture)
+# with debootstrap under $ELFPATCH_CORPUS_DIR/roots/<suite>/ (needs root and debootstrap; skipped
+# with a warning otherwise, an error when ELFPATCH_REQUIRE_CORPUS is set).
+# Idempotent: packages and releases already in place (marker file present) are skipped.
 # Nothing built here is ever committed (.cache/ is gitignored).
 set -euo pipefail
 
@@ -52,6 +55,38 @@ for pkg in "${pkgs[@]}"; do
   basename "$deb" >"$marker"
   echo "unpacked $(basename "$deb")"
 done
+
+# Other glibc versions: whole minimal systems (their loader, libraries, ld.so.cache and Python).
+mapfile -t releases < <(grep -v '^[[:space:]]*\(#\|$\)' "$here/releases.txt")
+roots="$corpus/roots"
+mirror="${ELFPATCH_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+if [ "$(uname -m)" != x86_64 ]; then
+  echo "releases: not on x86_64, skipped" >&2
+elif [ "$(id -u)" -ne 0 ] || ! command -v debootstrap >/dev/null 2>&1; then
+  msg="releases (${releases[*]}) need root and debootstrap"
+  if [ -n "${ELFPATCH_REQUIRE_CORPUS:-}" ]; then echo "error: $msg" >&2; exit 1; fi
+  echo "warning: $msg; skipped" >&2
+else
+  mkdir -p "$roots"
+  pids=()
+  for suite in "${releases[@]}"; do
+    [ -f "$roots/$suite/.installed" ] && continue
+    (
+      rm -rf "$roots/$suite"
+      if debootstrap --variant=minbase --include=python3 "$suite" "$roots/$suite" "$mirror" \
+        >"$roots/$suite.log" 2>&1; then
+        date -u +%FT%TZ >"$roots/$suite/.installed"
+        echo "installed $suite ($(ls "$roots/$suite"/usr/lib/x86_64-linux-gnu/libc.so.6))"
+      else
+        echo "error: debootstrap $suite failed (log: $roots/$suite.log):" >&2
+        tail -n 5 "$roots/$suite.log" >&2
+        exit 1
+      fi
+    ) &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || exit 1; done
+fi
 
 # Count regular files starting with the ELF magic.
 count=0

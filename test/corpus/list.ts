@@ -65,6 +65,22 @@ export function crossLoader(pkg: string): CrossLoader {
 
 export const HOST_LIB_DIR = "/usr/lib/x86_64-linux-gnu";
 
+/** Debian releases build-corpus.sh installs with debootstrap: test/corpus/releases.txt. */
+export const RELEASES: readonly string[] = readFileSync(fileURLToPath(new URL("./releases.txt", import.meta.url)), "utf8")
+  .split("\n")
+  .map((l) => l.trim())
+  .filter((l) => l !== "" && !l.startsWith("#"));
+
+/** The root directory of an installed release. */
+export function releaseRoot(suite: string): string {
+  return join(corpusDir(), "roots", suite);
+}
+
+/** Whether build-corpus.sh has fully installed this release (it writes the marker last). */
+export function releaseReady(suite: string): boolean {
+  return existsSync(join(releaseRoot(suite), ".installed"));
+}
+
 export const BUILD_SCRIPT = fileURLToPath(new URL("./build-corpus.sh", import.meta.url));
 
 /** Where build-corpus.sh puts its output: `$ELFPATCH_CORPUS_DIR`, else `<repo>/.cache/corpus`. */

@@ -14,7 +14,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { loaderBuild, loaderBuildOf, ownLoaderBuild } from "../../../src/resolve/loader-build.js";
 import { Resolver } from "../../../src/resolve/resolver.js";
 import { isFileError, patchFile } from "../../../src/index.js";
-import { CROSS_LOADERS, crossPackageDir } from "../../corpus/list.js";
+import { CROSS_LOADERS, crossPackageDir, RELEASES, releaseReady, releaseRoot } from "../../corpus/list.js";
 
 const HOST_LOADER = "/lib64/ld-linux-x86-64.so.2";
 const required = !!process.env.ELFPATCH_REQUIRE_CORPUS;
@@ -31,14 +31,30 @@ const LOADERS: Loader[] = [
   ...CROSS_LOADERS.map((l) => ({ name: l.pkg, path: join(crossPackageDir(l.pkg), l.loader), qemu: l.qemu })),
 ];
 
-/** What `ld.so --help` says: the "(system search path)" lines and the "located via" cache. */
-function helpOf(l: Loader): { systemDirs: string[]; cachePath: string | null } | null {
-  const [cmd, args] = l.qemu ? [l.qemu, [l.path, "--help"]] : [l.path, ["--help"]];
-  const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 30_000 });
-  if (r.status !== 0) return null;
-  const systemDirs = [...r.stdout.matchAll(/^\s+(\S+) \(system search path\)$/gm)].map((m) => m[1]!);
-  const cache = /\(libraries located via (\S+)\)/.exec(r.stdout);
-  return { systemDirs, cachePath: cache ? cache[1]! : null };
+/**
+ * What `ld.so --help` says: the "(system search path)" lines and the "located via" cache; and
+ * `ld.so --version`: "ld.so (Debian GLIBC 2.36-9+deb12u14) stable release version 2.36."
+ */
+function helpOf(l: Loader): { systemDirs: string[]; cachePath: string | null; version: [number, number] | null } | null {
+  const run = (opt: string): string | null => {
+    const [cmd, args] = l.qemu ? [l.qemu, [l.path, opt]] : [l.path, [opt]];
+    const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 30_000 });
+    return r.status === 0 ? r.stdout : null;
+  };
+  const help = run("--help");
+  const version = run("--version");
+  if (help === null || version === null) return null;
+  const systemDirs = [...help.matchAll(/^\s+(\S+) \(system search path\)$/gm)].map((m) => m[1]!);
+  const cache = /\(libraries located via (\S+)\)/.exec(help);
+  const v = /release version (\d+)\.(\d+)\./.exec(version);
+  return { systemDirs, cachePath: cache ? cache[1]! : null, version: v ? [Number(v[1]), Number(v[2])] : null };
+}
+
+/** `ldd --version` inside an installed release's root: "ldd (Debian GLIBC 2.31-13+deb11u11) 2.31". */
+function releaseGlibc(root: string): [number, number] | null {
+  const r = spawnSync("chroot", [root, "ldd", "--version"], { encoding: "utf8" });
+  const m = /^ldd \(.*\) (\d+)\.(\d+)$/m.exec(r.stdout);
+  return m ? [Number(m[1]), Number(m[2])] : null;
 }
 
 describe("the loader's build, from its bytes", () => {
@@ -54,10 +70,27 @@ describe("the loader's build, from its bytes", () => {
     });
   }
 
-  it("files that are not a loader have neither", () => {
-    for (const f of ["/usr/bin/ls", "/lib/x86_64-linux-gnu/libc.so.6"]) {
-      expect(loaderBuildOf(readFileSync(f))).toEqual({ systemDirs: null, cachePath: null });
-    }
+  // Other glibc releases (test/corpus/releases.txt): 2.31's loader has no --help or --version
+  // (added in 2.33) and tells its release by its file name only (`ld-2.31.so`, the ABI path being a
+  // symlink to it); the oracle is the release's own `ldd --version`.
+  for (const suite of RELEASES) {
+    const root = releaseRoot(suite);
+    it.skipIf(!releaseReady(suite) && !required)(`${suite}: the release of its loader`, () => {
+      expect(releaseReady(suite), `${suite} is needed (test/corpus/build-corpus.sh, as root with debootstrap)`).toBe(true);
+      const glibc = releaseGlibc(root);
+      expect(glibc, `chroot ${root} ldd --version`).not.toBeNull();
+      const build = new Resolver({ root }).loaderBuild;
+      expect(build?.version).toEqual(glibc);
+      expect(build?.cachePath).toBe("/etc/ld.so.cache");
+    });
+  }
+
+  it("files that are not a loader have neither directories nor a cache (libc.so.6 says its release)", () => {
+    expect(loaderBuildOf(readFileSync("/usr/bin/ls"))).toEqual({ systemDirs: null, cachePath: null, version: null });
+    const hostRelease = loaderBuildOf(readFileSync(HOST_LOADER)).version;
+    expect(hostRelease).not.toBeNull();
+    expect(loaderBuildOf(readFileSync("/lib/x86_64-linux-gnu/libc.so.6"))).toEqual({ systemDirs: null, cachePath: null, version: hostRelease });
+    expect(loaderBuildOf(Buffer.from("nothing here"), "ld-2.31.so").version).toEqual([2, 31]);
     expect(loaderBuild(join(tmpdir(), "elfpatch-no-such-loader"))).toBeNull();
   });
 
