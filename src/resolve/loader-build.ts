@@ -1,6 +1,7 @@
 /**
  * What a glibc `ld.so` was built with, read from the loader file itself without running it
- * (loader.md §8, §12, §15): its default directories, the path of its cache, and its glibc release.
+ * (loader.md §8, §12, §15): its default directories, the path of its cache, its glibc release and
+ * the value of `$LIB`.
  *
  * glibc compiles its trusted directories into the loader as one string constant, `SYSTEM_DIRS`
  * (`elf/gen-trusted-dirs.awk`: slibdir and libdir, each with a trailing `/`, NUL-separated, e.g.
@@ -32,6 +33,32 @@ export interface LoaderBuild {
   cachePath: string | null;
   /** The glibc release [major, minor]; null when neither the bytes nor the file name tell it. */
   version: [number, number] | null;
+  /** What `$LIB` expands to (`lib/x86_64-linux-gnu`, `lib32`, `lib64`, `lib`); null when not found. */
+  lib: string | null;
+}
+
+/**
+ * `$LIB`'s value is a string constant of the loader (glibc's `DL_DST_LIB`, its slibdir's last
+ * part): Debian's multiarch `lib/<triplet>`, `lib32` for Debian's biarch i386 loader, `lib64` on
+ * 64-bit upstream and Fedora builds, `lib` otherwise. It stands alone between NULs; the most
+ * specific form found wins (measured: each of the 18 Debian loaders has exactly one).
+ */
+const LIB_VALUE = /^lib(?:32|64|x32)?(?:\/[a-z0-9_]+-linux-[a-z0-9_]+)?$/;
+
+function libValueOf(buf: Buffer): string | null {
+  let best: string | null = null;
+  let rank = 0;
+  for (let at = buf.indexOf("lib", 0, "latin1"); at >= 0; at = buf.indexOf("lib", at + 3, "latin1")) {
+    if (at === 0 || buf[at - 1] !== 0) continue;
+    const end = buf.indexOf(0, at);
+    if (end < 0 || end - at > 64) continue;
+    const text = buf.toString("latin1", at, end);
+    if (!LIB_VALUE.test(text)) continue;
+    const r = text.includes("/") ? 3 : text === "lib" ? 1 : 2;
+    if (r > rank) [best, rank] = [text, r];
+    if (rank === 3) break;
+  }
+  return best;
 }
 
 /** The release in `--version`'s text (`ld.so (Debian GLIBC 2.41-12) stable release version 2.41.`). */
@@ -99,7 +126,9 @@ export function loaderBuildOf(bytes: Uint8Array, fileName = ""): LoaderBuild {
     version = release(VERSION_TEXT.exec(buf.toString("latin1", at, at + 32)));
   }
   version ??= release(VERSION_NAME.exec(fileName));
-  return { systemDirs, cachePath, version };
+  // Only in a loader (a file with its directory list or cache path): libc.so.6 has such strings too.
+  const lib = systemDirs !== null || cachePath !== null ? libValueOf(buf) : null;
+  return { systemDirs, cachePath, version, lib };
 }
 
 const builds = new Map<string, LoaderBuild | null>();

@@ -142,7 +142,7 @@ export function profileFor(opts: ResolverOptions, build: LoaderBuild | null = nu
   return {
     defaultDirs: opts.defaultDirs ?? build?.systemDirs ?? debianDirs(target),
     subdirs: [...subdirs.filter((s) => s !== ""), ""],
-    lib: opts.lib ?? dst.LIB,
+    lib: opts.lib ?? build?.lib ?? dst.LIB,
     platform,
     cacheOptions,
     interpreter: opts.interpreter ?? defaultInterpreter(target) ?? DEFAULT_INTERPRETER,

@@ -5,8 +5,8 @@
  * each release's own loader, run inside its root (chroot):
  * 1. every ELF file of the release (libraries, programs, Python's extension modules) resolves
  *    under `--root` as that loader's `ld.so --list` lists it there;
- * 2. hwcaps subdirectories: the subdirectories a loader searches in a run-path directory
- *    (`LD_DEBUG=libs`, "search path=") are the resolver's, for this machine's loader, Debian's
+ * 2. `$LIB` and hwcaps subdirectories: what a loader expands `$LIB` to and the subdirectories it
+ *    searches in a run-path directory (`LD_DEBUG=libs`, "search path=") are the resolver's, for this machine's loader, Debian's
  *    i386 loader and the releases' loaders (glibc 2.31: legacy ones only, 2.41: glibc-hwcaps
  *    only); a library placed in subdirectories that one release searches and another does not
  *    resolves where each loader finds it;
@@ -140,7 +140,7 @@ const LOADER_CASES: LoaderCase[] = [
   })),
 ];
 
-describe("hwcaps subdirectories: the resolver searches those each glibc release searches", () => {
+describe("$LIB and hwcaps subdirectories: the resolver searches where each glibc release searches", () => {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), "elfpatch-hwcaps-"));
   const inRootDirs: string[] = [];
   afterAll(() => {
@@ -154,12 +154,14 @@ describe("hwcaps subdirectories: the resolver searches those each glibc release 
       const root = c.root();
       const dir = root ? path.join(root, "tmp", `elfpatch-hwcaps-${process.pid}`) : path.join(work, c.name.replace(/\W+/g, "-"));
       if (root) inRootDirs.push(dir);
-      withRpath(path.join(root, c.lib), path.join(dir, "lib.so"), NOWHERE);
+      // The run path is `/elfpatch-nowhere/$LIB`: the loader's expansion of `$LIB` must be the resolver's too.
+      withRpath(path.join(root, c.lib), path.join(dir, "lib.so"), `${NOWHERE}/$LIB`);
       const run = await inRoot(root, c.loader, ["--list", root ? dir.slice(root.length) + "/lib.so" : path.join(dir, "lib.so")], { LD_DEBUG: "libs" });
       expect(run.status, run.stderr.slice(0, 500)).toBe(0);
-      const theirs = searchedSubdirs(run.stdout + run.stderr, NOWHERE);
-      expect(theirs, run.stderr.slice(0, 500)).not.toBeNull();
-      expect(c.resolver().profile.subdirs).toEqual(theirs);
+      const resolver = c.resolver();
+      const theirs = searchedSubdirs(run.stdout + run.stderr, `${NOWHERE}/${resolver.profile.lib}`);
+      expect(theirs, `$LIB = ${resolver.profile.lib}? ${(run.stdout + run.stderr).slice(0, 500)}`).not.toBeNull();
+      expect(resolver.profile.subdirs).toEqual(theirs);
     });
   }
 

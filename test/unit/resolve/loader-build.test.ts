@@ -6,7 +6,7 @@
  * ppc64, s390x, powerpc, ARM, MIPS, riscv64, sparc64, hppa, m68k) under qemu-user. Then the resolver: a `--root` tree whose loader was built with other
  * directories than the host's is searched in those.
  */
-import { spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,18 +24,40 @@ interface Loader {
   name: string;
   path: string;
   qemu: string | null;
+  /** A directory with the loader's libc.so.6 and libm.so.6. */
+  libDir: string;
 }
 
 const LOADERS: Loader[] = [
-  { name: "host x86-64", path: HOST_LOADER, qemu: null },
-  ...CROSS_LOADERS.map((l) => ({ name: l.pkg, path: join(crossPackageDir(l.pkg), l.loader), qemu: l.qemu })),
+  { name: "host x86-64", path: HOST_LOADER, qemu: null, libDir: "/lib/x86_64-linux-gnu" },
+  ...CROSS_LOADERS.map((l) => ({ name: l.pkg, path: join(crossPackageDir(l.pkg), l.loader), qemu: l.qemu, libDir: join(crossPackageDir(l.pkg), l.libDir) })),
 ];
+
+const scratch = mkdtempSync(join(tmpdir(), "elfpatch-loader-lib-"));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+/**
+ * What the loader expands `$LIB` to: a copy of its libm.so.6 with DT_RPATH `/elfpatch-nowhere/$LIB`
+ * (set by patchelf) listed under `LD_DEBUG=libs`, whose "search path=" line shows the expansion.
+ */
+function libExpansion(l: Loader): string | null {
+  const lib = join(scratch, `${l.name}-libm.so.6`);
+  copyFileSync(join(l.libDir, "libm.so.6"), lib);
+  execFileSync("patchelf", ["--force-rpath", "--set-rpath", "/elfpatch-nowhere/$LIB", lib]);
+  const args = [l.path, "--library-path", l.libDir, "--list", lib];
+  const r = l.qemu ? spawnSync(l.qemu, ["-E", "LD_DEBUG=libs", ...args], { encoding: "utf8", timeout: 30_000 })
+    : spawnSync(args[0]!, args.slice(1), { encoding: "utf8", env: { LD_DEBUG: "libs" }, timeout: 30_000 });
+  // The directory itself comes last in its list, after its hwcaps subdirectories.
+  const line = (r.stdout + r.stderr).split("\n").find((x) => x.includes("search path=/elfpatch-nowhere/"));
+  const last = line?.replace(/^.*search path=/, "").replace(/\t.*$/, "").split(":").at(-1);
+  return last?.startsWith("/elfpatch-nowhere/") ? last.slice("/elfpatch-nowhere/".length) : null;
+}
 
 /**
  * What `ld.so --help` says: the "(system search path)" lines and the "located via" cache; and
  * `ld.so --version`: "ld.so (Debian GLIBC 2.36-9+deb12u14) stable release version 2.36."
  */
-function helpOf(l: Loader): { systemDirs: string[]; cachePath: string | null; version: [number, number] | null } | null {
+function helpOf(l: Loader): { systemDirs: string[]; cachePath: string | null; version: [number, number] | null; lib: string | null } | null {
   const run = (opt: string): string | null => {
     const [cmd, args] = l.qemu ? [l.qemu, [l.path, opt]] : [l.path, [opt]];
     const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 30_000 });
@@ -47,7 +69,7 @@ function helpOf(l: Loader): { systemDirs: string[]; cachePath: string | null; ve
   const systemDirs = [...help.matchAll(/^\s+(\S+) \(system search path\)$/gm)].map((m) => m[1]!);
   const cache = /\(libraries located via (\S+)\)/.exec(help);
   const v = /release version (\d+)\.(\d+)\./.exec(version);
-  return { systemDirs, cachePath: cache ? cache[1]! : null, version: v ? [Number(v[1]), Number(v[2])] : null };
+  return { systemDirs, cachePath: cache ? cache[1]! : null, version: v ? [Number(v[1]), Number(v[2])] : null, lib: libExpansion(l) };
 }
 
 /** `ldd --version` inside an installed release's root: "ldd (Debian GLIBC 2.31-13+deb11u11) 2.31". */
@@ -61,11 +83,12 @@ describe("the loader's build, from its bytes", () => {
   for (const l of LOADERS) {
     const ready = existsSync(l.path) && (l.qemu === null || hasTool(l.qemu));
     const host = l.path === HOST_LOADER;
-    it.skipIf(!ready && !(required || host))(`${l.name}: default directories and cache as its --help prints them`, () => {
+    it.skipIf(!ready && !(required || host))(`${l.name}: default directories, cache and release as --help and --version print them, $LIB as it expands it`, () => {
       expect(ready, `${l.path} and ${l.qemu ?? "its loader"} are needed (test/corpus/build-corpus.sh, qemu-user)`).toBe(true);
       const help = helpOf(l);
       expect(help, `${l.path} --help did not run`).not.toBeNull();
       expect(help!.systemDirs.length).toBeGreaterThan(0);
+      expect(help!.lib, "$LIB's expansion in LD_DEBUG=libs").toMatch(/^lib/);
       expect(loaderBuildOf(readFileSync(l.path))).toEqual(help);
     });
   }
@@ -86,10 +109,10 @@ describe("the loader's build, from its bytes", () => {
   }
 
   it("files that are not a loader have neither directories nor a cache (libc.so.6 says its release)", () => {
-    expect(loaderBuildOf(readFileSync("/usr/bin/ls"))).toEqual({ systemDirs: null, cachePath: null, version: null });
+    expect(loaderBuildOf(readFileSync("/usr/bin/ls"))).toEqual({ systemDirs: null, cachePath: null, version: null, lib: null });
     const hostRelease = loaderBuildOf(readFileSync(HOST_LOADER)).version;
     expect(hostRelease).not.toBeNull();
-    expect(loaderBuildOf(readFileSync("/lib/x86_64-linux-gnu/libc.so.6"))).toEqual({ systemDirs: null, cachePath: null, version: hostRelease });
+    expect(loaderBuildOf(readFileSync("/lib/x86_64-linux-gnu/libc.so.6"))).toEqual({ systemDirs: null, cachePath: null, version: hostRelease, lib: null });
     expect(loaderBuildOf(Buffer.from("nothing here"), "ld-2.31.so").version).toEqual([2, 31]);
     expect(loaderBuild(join(tmpdir(), "elfpatch-no-such-loader"))).toBeNull();
   });
