@@ -40,6 +40,40 @@ const NAME_MAX = 255;
 /** The musl loader a file system has where glibc's x86-64 loader would be. */
 export const MUSL_X86_64_INTERPRETER = "/lib/ld-musl-x86_64.so.1";
 
+/**
+ * musl's loader path for files of a target (`/lib/ld-musl-<LDSO_ARCH>.so.1`; musl's
+ * `arch/<arch>/reloc.h`), or null for a target musl does not name here: x86_64, x32, i386,
+ * aarch64 (`_be`), arm (`eb` for big endian, `hf` for the hard-float ABI), powerpc64 (`le`),
+ * powerpc, s390x, riscv64 (`-sf`, `-sp` for soft and single float), loongarch64, m68k, mips,
+ * mips64, mipsn32 (`r6` for release 6, `el` for little endian; their soft-float `-sf` is not
+ * told by `e_flags`, so the hard-float name). The float and endian parts come from the header (`e_flags`, `EI_DATA`).
+ */
+export function muslInterpreter(t: { elfClass: number; data: number; machine: number; eFlags?: number }): string | null {
+  const f = t.eFlags ?? 0;
+  const le = t.data === 1;
+  let arch: string | null;
+  switch (t.machine) {
+    case 62: arch = t.elfClass === 2 ? "x86_64" : "x32"; break;
+    case 3: arch = "i386"; break;
+    case 183: arch = le ? "aarch64" : "aarch64_be"; break;
+    case 40: arch = `arm${le ? "" : "eb"}${f & 0x400 ? "hf" : ""}`; break; // EF_ARM_ABI_FLOAT_HARD
+    case 21: arch = le ? "powerpc64le" : "powerpc64"; break;
+    case 20: arch = "powerpc"; break;
+    case 22: arch = "s390x"; break;
+    case 243: arch = `riscv${t.elfClass === 2 ? 64 : 32}${["-sf", "-sp", "", ""][(f >> 1) & 3]}`; break; // EF_RISCV_FLOAT_ABI
+    case 258: arch = "loongarch64"; break;
+    case 4: arch = "m68k"; break;
+    case 8: {
+      const n32 = (f & 0x20) !== 0; // EF_MIPS_ABI2
+      const r6 = f >>> 28 === 0x9 || f >>> 28 === 0xa; // EF_MIPS_ARCH_32R6, _64R6
+      arch = `${t.elfClass === 2 ? "mips64" : n32 ? "mipsn32" : "mips"}${r6 ? "r6" : ""}${le ? "el" : ""}`;
+      break;
+    }
+    default: arch = null;
+  }
+  return arch === null ? null : `/lib/ld-musl-${arch}.so.1`;
+}
+
 /** The architecture of a musl loader path (`/lib/ld-musl-x86_64.so.1` -> `x86_64`), or null (not musl's). */
 export function muslArch(interpreter: string): string | null {
   const m = MUSL_LOADER.exec(interpreter.slice(interpreter.lastIndexOf("/") + 1));

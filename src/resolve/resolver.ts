@@ -26,7 +26,7 @@ import { readLdCache } from "./ld-so-cache.js";
 import { LoadSet, type LoadedObject } from "./load-set.js";
 import { DEFAULT_INTERPRETER, defaultInterpreter, LOADER_SONAME, profileFor, VDSO_NAME, type Profile } from "./profile.js";
 import { loaderBuild, ownLoaderBuild, type LoaderBuild } from "./loader-build.js";
-import { isMuslReserved, muslArch, muslPathList, muslSystemPath, MUSL_X86_64_INTERPRETER, searchMusl, type MuslEnv } from "./musl.js";
+import { isMuslReserved, muslArch, muslInterpreter, muslPathList, muslSystemPath, searchMusl, type MuslEnv } from "./musl.js";
 import { searchName, type SearchEnv, type SearchResult } from "./search-path.js";
 import type { FileReport, LoadMode, NeededRecord, ResolverOptions, SearchedDir } from "./types.js";
 import { checkVersions, versionMessage } from "./versions.js";
@@ -118,9 +118,10 @@ export class Resolver {
       if (p.kind === "ok" && p.file.info?.interpreter) loader = p.file.info.interpreter;
     }
     const present = (path: string): boolean => this.candidates.probe(path).kind !== "absent";
-    if (loader === undefined && sameTarget(this.target, X86_64) && !present(DEFAULT_INTERPRETER) && present(MUSL_X86_64_INTERPRETER)) {
-      loader = MUSL_X86_64_INTERPRETER;
-    }
+    // A tree with musl's loader for the target and no glibc loader (an Alpine root of any
+    // architecture) is resolved by musl's rules.
+    const musl = muslInterpreter(this.target);
+    if (loader === undefined && musl !== null && !present(fhsLoader) && present(musl)) loader = musl;
     if ((opts.defaultDirs === undefined || opts.cachePath === undefined) && (loader === undefined || muslArch(loader) === null)) {
       build = loaderBuild(this.fs.host(loader ?? fhsLoader));
       if (build === null && root === "" && loader === undefined && sameTarget(this.target, hostTarget())) build = ownLoaderBuild();

@@ -6,7 +6,8 @@
 # Then installs the Debian releases of releases.txt (other glibc versions of this architecture)
 # with debootstrap under $ELFPATCH_CORPUS_DIR/roots/<suite>/ (needs root and debootstrap; skipped
 # with a warning otherwise, an error when ELFPATCH_REQUIRE_CORPUS is set).
-# Then fetches zig (the npm registry's build) under $ELFPATCH_CORPUS_DIR/tools/zig/.
+# Then fetches Debian's musl for arm64 and armhf (its loader) under $ELFPATCH_CORPUS_DIR/musl/, and
+# zig (the npm registry's build) under $ELFPATCH_CORPUS_DIR/tools/zig/.
 # Idempotent: packages, releases and tools already in place (marker file present) are skipped.
 # Nothing built here is ever committed (.cache/ is gitignored).
 set -euo pipefail
@@ -88,6 +89,32 @@ else
   done
   for pid in "${pids[@]}"; do wait "$pid" || exit 1; done
 fi
+
+# musl's loader for other architectures (Debian's `musl` package for arm64 and armhf), unpacked
+# under $ELFPATCH_CORPUS_DIR/musl/<arch>/: fetched from the mirror's pool by the file name its
+# Packages index gives, so that apt's own architecture list is left alone.
+suite="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
+for arch in arm64 armhf; do
+  dest="$corpus/musl/$arch"
+  [ -f "$dest/.extracted" ] && continue
+  file=""
+  if [ -n "$suite" ]; then
+    file="$(curl -fsSL "$mirror/dists/$suite/main/binary-$arch/Packages.xz" 2>/dev/null | xz -dc 2>/dev/null |
+      awk '/^Package: /{p = ($2 == "musl")} p && /^Filename: /{print $2; exit}')" || true
+  fi
+  if [ -n "$file" ] && curl -fsSL "$mirror/$file" -o "$debs/musl_$arch.deb"; then
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    dpkg -x "$debs/musl_$arch.deb" "$dest"
+    basename "$file" >"$dest/.extracted"
+    echo "unpacked $(basename "$file")"
+  elif [ -n "${ELFPATCH_REQUIRE_CORPUS:-}" ]; then
+    echo "error: cannot fetch musl for $arch from $mirror (suite '$suite')" >&2
+    exit 1
+  else
+    echo "warning: cannot fetch musl for $arch; its tests will skip" >&2
+  fi
+done
 
 # zig, for the output of its self-hosted ELF linker (test/integration/zig.test.ts): the npm
 # registry's build of it, pinned; unpacked whole under $ELFPATCH_CORPUS_DIR/tools/zig/.

@@ -26,6 +26,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Resolver } from "../../src/resolve/resolver.js";
 import type { FileReport } from "../../src/resolve/types.js";
 import { makeTempDir, repoRoot } from "../support/fixtures.js";
+import { muslListingOf, parseMuslList, sortedListing, type MuslListing } from "../support/musl.js";
 import { elflint, has } from "../support/oracle.js";
 import { patchJson } from "../support/patch-cli.js";
 
@@ -67,46 +68,17 @@ function program(rel: string, source: string, needs: string[], flags: string[]):
   return out;
 }
 
-interface Listing {
-  /** `name => path` for each library the loader mapped (the loader itself excluded). */
-  found: string[];
-  /** `name (needed by X): message` for each library it could not load. */
-  failed: string[];
-  /** Names it answered with itself. */
-  self: string[];
-}
+type Listing = MuslListing;
 
 /** musl's `--list` output, parsed. */
 function muslList(args: string[], opts: { cwd?: string; chroot?: string } = {}): Listing {
   const argv = opts.chroot ? ["chroot", opts.chroot, MUSL_LDSO, "--list", ...args] : [MUSL_LDSO, "--list", ...args];
   const r = spawnSync(argv[0]!, argv.slice(1), { encoding: "utf8", cwd: opts.cwd ?? T });
-  const out: Listing = { found: [], failed: [], self: [] };
-  for (const line of r.stdout.split("\n")) {
-    const m = /^\t(\S+) => (\S+) \(0x[0-9a-f]+\)$/.exec(line);
-    if (!m) continue;
-    if (m[2] === MUSL_LDSO) out.self.push(m[1]!);
-    else out.found.push(`${m[1]} => ${m[2]}`);
-  }
-  for (const line of r.stderr.split("\n")) {
-    const m = /^Error loading shared library (\S+): (.+) \(needed by (\S+)\)$/.exec(line);
-    if (m) out.failed.push(`${m[1]} (needed by ${m[3]}): ${m[2]}`);
-  }
-  return out;
+  return parseMuslList(r.stdout, r.stderr, MUSL_LDSO);
 }
 
-/** The resolver's answer in the same shape (each name as the loader prints it: once). */
-function ours(report: FileReport, loader = MUSL_LDSO): Listing {
-  const out: Listing = { found: [], failed: [], self: [] };
-  for (const e of report.needed) {
-    if (e.status === "found" && e.path === loader) out.self.push(e.name);
-    else if (e.status === "found" && e.via !== "loaded") out.found.push(`${e.name} => ${e.path}`);
-    else if (e.status === "missing" || e.status === "fatal") {
-      const message = (e.error ?? "").slice((e.error ?? "").lastIndexOf(": ") + 2);
-      out.failed.push(`${e.name} (needed by ${e.by}): ${message}`);
-    }
-  }
-  return out;
-}
+/** The resolver's answer in the same shape. */
+const ours = (report: FileReport, loader = MUSL_LDSO): Listing => muslListingOf(report, loader);
 
 /** readelf's warnings and errors about a file (its output otherwise differs after any edit). */
 function readelfComplaints(file: string): string[] {
@@ -114,7 +86,7 @@ function readelfComplaints(file: string): string[] {
   return `${r.stdout}\n${r.stderr}`.split("\n").filter((l) => /warning|error/i.test(l)).map((l) => l.split(file).join("<file>"));
 }
 
-const sorted = (l: Listing): Listing => ({ found: [...l.found].sort(), failed: [...l.failed].sort(), self: [...new Set(l.self)].sort() });
+const sorted = sortedListing;
 
 describe.skipIf(!READY)("musl's loader as the oracle", () => {
   let main = "";

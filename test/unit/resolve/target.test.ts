@@ -9,6 +9,7 @@ import { closeSync, existsSync, openSync, readdirSync, readSync } from "node:fs"
 import { basename, dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { hostTarget, sameTarget, targetOf, verifyHeader, X86_64 } from "../../../src/resolve/candidates.js";
+import { muslInterpreter } from "../../../src/resolve/musl.js";
 import { defaultInterpreter } from "../../../src/resolve/profile.js";
 import { CROSS_PACKAGES, crossPackageDir, crossPackageReady } from "../../corpus/list.js";
 
@@ -66,4 +67,25 @@ describe("targets", () => {
       expect(verifyHeader(head(libc), 64, X86_64)).not.toBeNull();
     });
   }
+
+  // musl's loader name for a target (its `LDSO_ARCH`): the names Debian's `musl` packages ship for
+  // these architectures (read from the bookworm packages' file lists, 2026-12-04), against the
+  // target of the same architecture's glibc `libc.so.6`.
+  const MUSL_NAMES: [string, string][] = [
+    ["libc6-i386", "ld-musl-i386.so.1"],
+    ["libc6-armel-cross", "ld-musl-arm.so.1"],
+    ["libc6-armhf-cross", "ld-musl-armhf.so.1"],
+    ["libc6-arm64-cross", "ld-musl-aarch64.so.1"],
+    ["libc6-mipsel-cross", "ld-musl-mipsel.so.1"],
+    ["libc6-mips64el-cross", "ld-musl-mips64el.so.1"],
+    ["libc6-s390x-cross", "ld-musl-s390x.so.1"],
+  ];
+  it("musl's loader path for each target, as Debian's musl packages name it", () => {
+    expect(muslInterpreter(X86_64)).toBe("/lib/ld-musl-x86_64.so.1");
+    for (const [pkg, name] of MUSL_NAMES) {
+      if (!crossPackageReady(pkg) && !required) continue;
+      const libc = walk(crossPackageDir(pkg)).find((f) => basename(f) === "libc.so.6")!;
+      expect(muslInterpreter(targetOf(head(libc), 64)!), pkg).toBe(`/lib/${name}`);
+    }
+  });
 });
