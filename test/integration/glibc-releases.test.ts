@@ -25,6 +25,7 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Resolver } from "../../src/resolve/resolver.js";
 import type { FileReport } from "../../src/resolve/types.js";
+import { listLines, pool, resolverLines, type Run } from "../support/ldso-list.js";
 import { findElfFiles, RELEASES, releaseReady, releaseRoot } from "../corpus/list.js";
 import { repoRoot } from "../support/fixtures.js";
 import { elflint, has, LDSO } from "../support/oracle.js";
@@ -33,12 +34,6 @@ const required = !!process.env.ELFPATCH_REQUIRE_CORPUS;
 const isRoot = process.getuid?.() === 0;
 const ROOT_LOADER = "/lib64/ld-linux-x86-64.so.2";
 const I386_LOADER = "/lib/ld-linux.so.2";
-
-interface Run {
-  status: number;
-  stdout: string;
-  stderr: string;
-}
 
 /** `cmd args` inside `root` (chroot), with a clean environment plus `env`; "" = this machine. */
 function inRoot(root: string, cmd: string, args: string[], env: Record<string, string> = {}): Promise<Run> {
@@ -51,37 +46,7 @@ function inRoot(root: string, cmd: string, args: string[], env: Record<string, s
   });
 }
 
-/** Runs `job` over `items`, `width` at a time; results in input order. */
-async function pool<T, R>(items: T[], width: number, job: (t: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await job(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: width }, worker));
-  return out;
-}
 const width = Math.max(2, Math.min(4, os.availableParallelism()));
-
-/** `name => path` lines of `ld.so --list` (vDSO and the loader's own line left out). */
-function listLines(stdout: string): string[] | "static" {
-  const out: string[] = [];
-  for (const raw of stdout.split("\n")) {
-    const line = raw.trim();
-    if (line === "statically linked") return "static";
-    const m = /^(\S+) => (.*?)(?: \(0x[0-9a-f]+\))?$/.exec(line);
-    if (m) out.push(`${m[1]} => ${m[2]}`);
-  }
-  return out;
-}
-
-/** The resolver's load list in the same form. */
-function myLines(r: FileReport): string[] {
-  return r.needed.filter((e) => e.via !== "loaded" && e.status !== "skipped").map((e) => `${e.name} => ${e.status === "found" ? e.path : "not found"}`);
-}
 
 /** What differs between the resolver's report and the loader's `--list` run for one file. */
 function difference(mine: FileReport, run: Run): string | null {
@@ -93,7 +58,7 @@ function difference(mine: FileReport, run: Run): string | null {
   const theirs = listLines(run.stdout);
   if (theirs === "static") return mine.needed.length === 0 ? null : "ld.so says statically linked";
   const a = JSON.stringify(theirs);
-  const b = JSON.stringify(myLines(mine));
+  const b = JSON.stringify(resolverLines(mine));
   return a === b ? null : `\n  ld.so:    ${a}\n  resolver: ${b}`;
 }
 
@@ -193,7 +158,7 @@ describe("$LIB and hwcaps subdirectories: the resolver searches where each glibc
         expect(run.status, run.stderr).toBe(0);
         const listed = (listLines(run.stdout) as string[]).find((l) => l.startsWith("libhwfoo.so => "));
         const report = c.resolver().resolve(path.join(host, "app/libapp.so"));
-        expect(myLines(report).find((l) => l.startsWith("libhwfoo.so => ")), c.name).toBe(listed);
+        expect(resolverLines(report).find((l) => l.startsWith("libhwfoo.so => ")), c.name).toBe(listed);
         answers.add(listed!);
       }
       expect(answers.size, [...answers].join("; ")).toBeGreaterThan(1);

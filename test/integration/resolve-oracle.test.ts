@@ -24,17 +24,12 @@ import { createProgram, type CliIo } from "../../src/cli/program.js";
 import { Resolver } from "../../src/resolve/resolver.js";
 import type { FileReport, NeededRecord } from "../../src/resolve/types.js";
 import { listCorpus } from "../corpus/list.js";
+import { listLines, pool, resolverLines, type Run } from "../support/ldso-list.js";
 import { dlopenCheck, LDSO } from "../support/oracle.js";
 import { buildResolveFixtures } from "../support/resolve-fixtures.js";
 
 /** Files whose resolution may legitimately differ from ld.so's, with the reason. */
 const EXCEPTIONS: Record<string, string> = {};
-
-interface Run {
-  status: number;
-  stdout: string;
-  stderr: string;
-}
 
 function exec(file: string, args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): Promise<Run> {
   return new Promise((resolve) => {
@@ -44,37 +39,6 @@ function exec(file: string, args: string[], env: NodeJS.ProcessEnv = {}, cwd?: s
       resolve({ status: code, stdout, stderr });
     });
   });
-}
-
-/** Runs `job` over `items` with `width` concurrent child processes; results in input order. */
-async function pool<T, R>(items: T[], width: number, job: (t: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await job(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: width }, worker));
-  return out;
-}
-
-/** `name => path` lines (vDSO and the loader's own line left out); "static" for "statically linked". */
-function listLines(stdout: string): string[] | "static" {
-  const out: string[] = [];
-  for (const raw of stdout.split("\n")) {
-    const line = raw.trim();
-    if (line === "statically linked") return "static";
-    const m = /^(\S+) => (.*?)(?: \(0x[0-9a-f]+\))?$/.exec(line);
-    if (m) out.push(`${m[1]} => ${m[2]}`);
-  }
-  return out;
-}
-
-/** The resolver's load list in the same form: every edge that mapped a new object, or failed. */
-function myLines(r: FileReport): string[] {
-  return r.needed.filter((e) => e.via !== "loaded" && e.status !== "skipped").map((e) => `${e.name} => ${e.status === "found" ? e.path : "not found"}`);
 }
 
 /** stderr lines without the `argv0: ` prefix (and "error while loading shared libraries: "). */
@@ -92,11 +56,11 @@ async function compare(file: string, mine: FileReport, list: Run): Promise<strin
     if (theirs.join("\n") !== want) return `ld.so failed with ${JSON.stringify(theirs)}, the resolver expects ${want}`;
     if (mine.status === "not-loadable" || first?.status === "fatal") return null;
     const trace = await exec(LDSO, [file], { LD_TRACE_LOADED_OBJECTS: "1" });
-    return same("trace list", listLines(trace.stdout), myLines(mine));
+    return same("trace list", listLines(trace.stdout), resolverLines(mine));
   }
   const listed = listLines(list.stdout);
   if (listed === "static") return mine.needed.length === 0 ? null : "ld.so says statically linked";
-  return same("list", listed, myLines(mine)) ?? same("messages", theirs.sort(), [...mine.errors, ...mine.warnings].sort());
+  return same("list", listed, resolverLines(mine)) ?? same("messages", theirs.sort(), [...mine.errors, ...mine.warnings].sort());
 }
 
 function same(what: string, theirs: unknown, mine: unknown): string | null {
