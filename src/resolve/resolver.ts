@@ -75,6 +75,27 @@ function probeError(p: Probe, target: Target): string {
   return NO_FILE;
 }
 
+/** A loader whose rules the answers assume (`check --json` summary, `loaders`). */
+export interface LoaderInfo {
+  /** Its path in the target's view (the `PT_INTERP` of the target's programs). */
+  path: string;
+  rules: "glibc" | "musl";
+  /** The files it loads: ELF class, byte order, `e_machine`. */
+  class: 32 | 64;
+  endian: "little" | "big";
+  machine: number;
+  /** glibc's release ("2.41"), read from the loader; null for musl or when the loader does not tell. */
+  glibc: string | null;
+  /** Its default directories (musl: the system path). */
+  defaultDirs: string[];
+  /** What `$LIB` expands to (null for musl, which has no such token). */
+  lib: string | null;
+  /** The cache file it reads (null: none). */
+  cache: string | null;
+  /** Files resolved with it. */
+  files: number;
+}
+
 export class Resolver {
   readonly profile: Profile;
   /** What the target's glibc loader was built with (its directories, cache, release); null: not read (musl, or options gave them). */
@@ -83,6 +104,9 @@ export class Resolver {
   readonly target: Target;
   /** Resolvers of the other kinds of files met (an i386 library in an x86-64 tree...), by target. */
   private readonly others = new Map<string, Resolver>();
+  /** Files resolved by this resolver's own loader (not those handed to another target's). */
+  private resolved = 0;
+  private readonly cachePath: string | null;
   private readonly mode: LoadMode;
   private readonly fs: FsView;
   private readonly candidates: Candidates;
@@ -129,6 +153,7 @@ export class Resolver {
     this.loaderBuild = build;
     this.profile = profileFor({ ...opts, interpreter: loader ?? opts.interpreter }, build, this.target);
     const cachePath = opts.cachePath === undefined ? build?.cachePath ?? "/etc/ld.so.cache" : opts.cachePath;
+    this.cachePath = cachePath;
     this.env = {
       candidates: this.candidates,
       subdirs: this.profile.subdirs,
@@ -159,6 +184,33 @@ export class Resolver {
     return { filesOpened, dirsListed };
   }
 
+  /**
+   * The loaders whose rules resolved files so far, this resolver's first, then those of other
+   * targets: what the report's answers assume (path, rules, glibc release, directories, `$LIB`).
+   */
+  loaders(): LoaderInfo[] {
+    const out: LoaderInfo[] = [];
+    if (this.resolved > 0) {
+      const p = this.profile;
+      const musl = muslArch(p.interpreter) !== null;
+      const v = this.loaderBuild?.version;
+      out.push({
+        path: p.interpreter,
+        rules: musl ? "musl" : "glibc",
+        class: this.target.elfClass === 2 ? 64 : 32,
+        endian: this.target.data === 1 ? "little" : "big",
+        machine: this.target.machine,
+        glibc: musl || !v ? null : `${v[0]}.${v[1]}`,
+        defaultDirs: musl ? this.muslEnv(p.interpreter)!.systemPath ?? [] : p.defaultDirs,
+        lib: musl ? null : p.lib,
+        cache: musl ? null : this.cachePath,
+        files: this.resolved,
+      });
+    }
+    for (const other of this.others.values()) out.push(...other.loaders());
+    return out;
+  }
+
   /** Run-path directories consulted so far (RPATH, RUNPATH, LD_LIBRARY_PATH), by every target's loader. */
   runPathUses(): RunPathUse[] {
     return [...this.uses.values()];
@@ -176,6 +228,7 @@ export class Resolver {
       const t = otherTarget(this.candidates.probe(virtualPath));
       if (t && !sameTarget(t, this.target)) return this.forTarget(t).resolve(path, runPaths);
     }
+    this.resolved++;
     const start = this.startTree(virtualPath, runPaths);
     if ("type" in start) return start;
     this.walk(start);

@@ -1,9 +1,10 @@
 /**
  * Aggregates the per-file reports of a `check` run into one plain summary record: libraries that
  * did not resolve (with counts and example files), missing symbol versions, which search
- * directories served how many libraries, and run-path directories that served nothing.
+ * directories served how many libraries, run-path directories that served nothing, and the loaders
+ * whose rules the answers assume.
  */
-import type { RunPathUse } from "./resolver.js";
+import type { LoaderInfo, RunPathUse } from "./resolver.js";
 import type { FileReport, NeededRecord, Via } from "./types.js";
 
 const EXAMPLES = 3;
@@ -50,6 +51,8 @@ export interface CheckSummary {
   searchDirs: ServedDir[];
   /** Run-path directories some search consulted that never provided a library. */
   unusedDirs: RunPathUse[];
+  /** The loaders whose rules the answers assume (one per kind of file seen). */
+  loaders: LoaderInfo[];
   elapsedMs: number;
 }
 
@@ -66,7 +69,7 @@ function bump<T extends { count: number; examples: string[] }>(m: Map<string, T>
  * @param context the `--exe` program's own tree: its edges count as served (its RUNPATH did serve
  *   libpython...), its problems are not counted
  */
-export function summarize(reports: FileReport[], uses: RunPathUse[], elapsedMs: number, context: FileReport | null = null): CheckSummary {
+export function summarize(reports: FileReport[], uses: RunPathUse[], elapsedMs: number, context: FileReport | null = null, loaders: LoaderInfo[] = []): CheckSummary {
   const missing = new Map<string, Unresolved>();
   const gaps = new Map<string, VersionGapSummary>();
   const served = new Map<string, ServedDir>();
@@ -94,6 +97,7 @@ export function summarize(reports: FileReport[], uses: RunPathUse[], elapsedMs: 
     versionGaps: [...gaps.values()].sort(byCount),
     searchDirs: [...served.values()].sort((a, b) => b.served - a.served),
     unusedDirs: uses.filter((u) => !served.has(`${u.via}\0${u.dir}`)),
+    loaders,
     elapsedMs: Math.round(elapsedMs),
   };
 }

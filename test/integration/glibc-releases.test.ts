@@ -211,6 +211,9 @@ for (const suite of RELEASES) {
         if (diff) mismatches.push(`${files[i]!.slice(root.length)}: ${diff}`);
       }
       console.log(`${suite}: ${files.length} files, ${edges} edges, ${mismatches.length} mismatches`);
+      // The report names the loader whose rules it applied, with the release `ldd --version` gives.
+      const ldd = /^ldd \(.*\) (\d+\.\d+)$/m.exec(execFileSync("chroot", [root, "ldd", "--version"], { encoding: "utf8" }))?.[1];
+      expect(resolver.loaders()).toMatchObject([{ path: ROOT_LOADER, rules: "glibc", glibc: ldd, lib: "lib/x86_64-linux-gnu", files: files.length }]);
       expect(edges).toBeGreaterThan(files.length);
       expect(mismatches.slice(0, 10)).toEqual([]);
     }, 300_000);

@@ -71,8 +71,11 @@ describe("an Alpine-like root of another architecture: musl's rules, as its musl
       expect(oracle.found, r.stdout + r.stderr).toEqual(["libdeep.so.2 => /app/lib/../dep/libdeep.so.2", "libdep.so.9 => /app/lib/../dep/libdep.so.9", "libsys.so.1 => /opt/mylibs/libsys.so.1"]);
       expect(oracle.self).toEqual(["libc.so.6"]);
 
-      const report = new Resolver({ root: R, mode: "list" }).resolve(path.join(R, "app/lib/libapp.so"));
+      const resolver = new Resolver({ root: R, mode: "list" });
+      const report = resolver.resolve(path.join(R, "app/lib/libapp.so"));
       expect(sortedListing(muslListingOf(report, loader))).toEqual(oracle);
+      // The report names musl's loader of that architecture, with the path file's system path.
+      expect(resolver.loaders()).toMatchObject([{ path: loader, rules: "musl", glibc: null, defaultDirs: ["/opt/mylibs"], files: 1 }]);
     });
   }
 });

@@ -100,7 +100,7 @@ export function checkCommand(io: CliIo): Command {
         output(r, opts, io, renderTree);
       }
       for (const e of resolver.contextErrors) io.err(`elfpatch: warning: the --exe program does not load: ${e}`);
-      const summary = summarize(reports, resolver.runPathUses(), performance.now() - t0, resolver.exeReport);
+      const summary = summarize(reports, resolver.runPathUses(), performance.now() - t0, resolver.exeReport, resolver.loaders());
       if (opts.json) io.out(JSON.stringify({ schema: SCHEMA_VERSION, ...summary }));
       io.err(renderSummary(summary));
       io.setExitCode(summary.unresolved + summary.errors + found.errors.length > 0 ? 1 : 0);
