@@ -6,6 +6,7 @@
  * the old inode keep the old bytes (uv's cache stays intact).
  */
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import {
   chmodSync, closeSync, constants, copyFileSync, fchmodSync, fchownSync, fstatSync, fsyncSync, linkSync, openSync, renameSync,
   statSync, unlinkSync, writeSync, type Stats,
@@ -18,9 +19,31 @@ import type { Edit } from "../core/types.js";
 
 let counter = 0;
 
-function tempPathFor(target: string): string {
+/** The longest file name Linux file systems take (`NAME_MAX`, in bytes). */
+const NAME_MAX = 255;
+
+/**
+ * The temp file next to `target`: `.NAME.elfpatch-PID-THREAD-N.tmp`. A name too long to take the
+ * prefix and suffix within NAME_MAX is cut (at a character boundary) and given a hash of the whole
+ * name, so that it stays unique per file: `.NAME-START~HASH.elfpatch-...tmp`. (Scan and recovery
+ * know temp files by their suffix.)
+ */
+export function tempPathFor(target: string): string {
   counter++;
-  return join(dirname(target), `.${basename(target)}.elfpatch-${process.pid}-${threadId}-${counter}.tmp`);
+  const name = basename(target);
+  const suffix = `.elfpatch-${process.pid}-${threadId}-${counter}.tmp`;
+  let stem = name;
+  if (1 + Buffer.byteLength(name) + suffix.length > NAME_MAX) {
+    const hash = `~${createHash("sha256").update(name).digest("hex").slice(0, 16)}`;
+    const room = NAME_MAX - 1 - suffix.length - hash.length;
+    let cut = "";
+    for (const ch of name) {
+      if (Buffer.byteLength(cut + ch) > room) break;
+      cut += ch;
+    }
+    stem = cut + hash;
+  }
+  return join(dirname(target), `.${stem}${suffix}`);
 }
 
 /** Why a temp copy cannot be made next to the file (the directory refuses new files). */

@@ -471,6 +471,28 @@ describe.skipIf(!TOOLS_READY)("elfpatch patch (batch CLI)", () => {
     expect(fs.statSync(ext).nlink).toBe(1);
   });
 
+  it("file names up to NAME_MAX (255 bytes, ASCII and multibyte): patched in default mode through a shortened temp name, and in place", () => {
+    const venv = freshVenv(false);
+    const dir = path.dirname(path.join(venv, EXT));
+    // 255 bytes each: no room for the temp file's prefix and suffix next to the whole name.
+    const long = [`lib${"x".repeat(249)}.so`, `lib${"é".repeat(124)}x.so`];
+    for (const n of long) expect(Buffer.byteLength(n)).toBe(255);
+    for (const n of long) fs.copyFileSync(path.join(venv, EXT), path.join(dir, n));
+    const before = [...snapshotTree(venv).keys()];
+    const r = cli(["patch", "--json", ...OPS, venv]);
+    expect(r.status, r.stderr).toBe(0);
+    const { records, summary } = parseNdjson(r.stdout);
+    expect(summary.failed).toBe(0);
+    for (const n of long) {
+      expect(byPath(records).get(path.join(dir, n)), n).toMatchObject({ status: "patched" });
+      expect(dynStrings(readelfDynamic(path.join(dir, n)), "RUNPATH").join(":")).toContain(ADD_DIR);
+    }
+    expect([...snapshotTree(venv).keys()], "files left next to the patched ones").toEqual(before);
+    const again = cli(["patch", "--json", "--in-place", "--set-rpath", "/opt/other", venv]);
+    expect(again.status, again.stderr).toBe(0);
+    for (const n of long) expect(dynStrings(readelfDynamic(path.join(dir, n)), "RUNPATH")).toEqual(["/opt/other"]);
+  });
+
   it("--follow-symlinks patches the target of a symlink leading outside; the symlink stays a symlink", () => {
     const venv = freshVenv(false);
     fs.rmSync(path.join(venv, "bin", "python")); // never patch the system's python

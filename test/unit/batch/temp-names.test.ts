@@ -4,7 +4,9 @@
  * and a dead worker's are removed by its process (see Pool).
  */
 import { describe, expect, it } from "vitest";
+import { basename, join } from "node:path";
 import { ownerPid, STALE_TEMP, tempOwner, UNDO_SUFFIX } from "../../../src/batch/temp-names.js";
+import { tempPathFor } from "../../../src/io/safe-write.js";
 
 describe("temp file names", () => {
   it("give the process and thread of copies, journals and journals being written", () => {
@@ -26,5 +28,21 @@ describe("temp file names", () => {
       expect(tempOwner(name), name).toBeNull();
       expect(ownerPid(name), name).toBeNull();
     }
+  });
+
+  it("copies of files with names up to NAME_MAX: within 255 bytes, still temp files of this process, distinct per file", () => {
+    const names = [`lib${"x".repeat(249)}.so`, `lib${"x".repeat(249)}.sp`, `lib${"é".repeat(124)}x.so`, "libz.so.1"];
+    const temps = names.map((n) => basename(tempPathFor(join("/some/dir", n))));
+    for (const t of temps) {
+      expect(Buffer.byteLength(t), t).toBeLessThanOrEqual(255);
+      expect(STALE_TEMP.test(t), t).toBe(true);
+      expect(ownerPid(t), t).toBe(process.pid);
+      expect(Buffer.from(t, "utf8").toString("utf8"), "cut at a character boundary").toBe(t);
+      expect(t.includes("\ufffd")).toBe(false);
+    }
+    // A short name is kept whole; two long names that differ only at the end get different stems.
+    expect(temps[3]!.startsWith(".libz.so.1.elfpatch-")).toBe(true);
+    const stem = (t: string): string => t.slice(0, t.indexOf(".elfpatch-"));
+    expect(stem(temps[0]!)).not.toBe(stem(temps[1]!));
   });
 });
