@@ -17,7 +17,7 @@
  * chroot needs root; without it (or without the releases) the tests skip, unless
  * ELFPATCH_REQUIRE_CORPUS is set (CI).
  */
-import { execFile, execFileSync } from "node:child_process";
+import { execFile, execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -214,6 +214,9 @@ for (const suite of RELEASES) {
       // The report names the loader whose rules it applied, with the release `ldd --version` gives.
       const ldd = /^ldd \(.*\) (\d+\.\d+)$/m.exec(execFileSync("chroot", [root, "ldd", "--version"], { encoding: "utf8" }))?.[1];
       expect(resolver.loaders()).toMatchObject([{ path: ROOT_LOADER, rules: "glibc", glibc: ldd, lib: "lib/x86_64-linux-gnu", files: files.length }]);
+      // The CLI's human summary says so too.
+      const cli = spawnSync(process.execPath, [path.join(repoRoot, "build/js/cli/main.js"), "check", "--root", root, files[0]!], { encoding: "utf8" });
+      expect(cli.stderr).toContain(`; by glibc ${ldd} ${ROOT_LOADER};`);
       expect(edges).toBeGreaterThan(files.length);
       expect(mismatches.slice(0, 10)).toEqual([]);
     }, 300_000);

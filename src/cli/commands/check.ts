@@ -35,9 +35,11 @@ function problems(r: FileReport): string[] {
 
 function renderSummary(s: CheckSummary): string {
   const missing = s.missingLibraries.slice(0, 5).map((m) => `${m.name} (${m.count} files)`).join(", ");
+  const loaders = s.loaders.map((l) => `${l.rules}${l.glibc ? ` ${l.glibc}` : ""} ${l.path}`).join(", ");
   return `elfpatch check: ${s.files} files: ${s.ok} ok, ${s.unresolved} unresolved, ${s.errors} with errors, ` +
     `${s.notLoadable} not loadable` + (missing ? `; missing ${missing}` : "") +
-    (s.versionGaps.length ? `; ${s.versionGaps.length} missing versions` : "") + `; ${s.elapsedMs} ms`;
+    (s.versionGaps.length ? `; ${s.versionGaps.length} missing versions` : "") +
+    (loaders ? `; by ${loaders}` : "") + `; ${s.elapsedMs} ms`;
 }
 
 function libraryPath(value: string | undefined): string | null {
