@@ -155,7 +155,8 @@ async function scanAndRun(paths: string[], spec: BatchSpec, opts: BatchOptions, 
     records.push({ type: "file", path: e.path, status: "failed", changed: false, strategy: null, bytesAdded: 0, edits: 0, error: e.error });
   }
   for (const s of found.skipped) {
-    if (s.reason !== "not-elf" && s.reason !== "not-regular" && s.reason !== "symlink-dangling") records.push(skippedRecord(s));
+    // Special files a walk meets are ignored like non-ELF files; one named as a PATH gets a record.
+    if (s.reason !== "not-elf" && (s.reason !== "not-regular" || s.named) && s.reason !== "symlink-dangling") records.push(skippedRecord(s));
   }
   for (const r of found.cached) records.push(r); // (a spread of 100k+ records overflows the stack)
   const total = found.files.reduce((a, f) => a + f.size, 0);

@@ -53,6 +53,8 @@ export interface SkippedFile {
   reason: "not-elf" | "duplicate" | "symlink" | "symlink-outside" | "symlink-dangling" | "excluded" | "not-regular";
   /** For duplicates: the path that is handled instead. */
   of?: string;
+  /** A PATH named on the command line (not found by a walk): a special file there gets a record. */
+  named?: boolean;
 }
 
 export interface ScanResult {
@@ -263,8 +265,8 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
           }
           const st = statSync(target);
           if (insideBatch(target)) {
-            // The target is walked as part of the batch anyway.
-            if (!st.isDirectory()) res.skipped.push({ path, reason: "symlink", of: target });
+            // The target is walked as part of the batch anyway (a special file is not patched).
+            if (st.isFile()) res.skipped.push({ path, reason: "symlink", of: target });
             continue;
           }
           if (!opts.followSymlinks) {
@@ -291,6 +293,7 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
       const real = realRoots[i]!;
       const st = statSync(real);
       if (st.isDirectory()) walkDir(root, root);
+      else if (!st.isFile()) res.skipped.push({ path: real, reason: "not-regular", named: true });
       else consider(real, st, relative(resolve(root, ".."), root));
     } catch (err) {
       res.errors.push({ path: paths[i]!, error: toErrorRecord(err) });

@@ -493,6 +493,22 @@ describe.skipIf(!TOOLS_READY)("elfpatch patch (batch CLI)", () => {
     for (const n of long) expect(dynStrings(readelfDynamic(path.join(dir, n)), "RUNPATH")).toEqual(["/opt/other"]);
   });
 
+  it("special files: a FIFO or device named as a PATH is a skipped record (not-regular); one met in a tree, or a symlink to it, is ignored, without a hang", () => {
+    const venv = freshVenv(false);
+    const fifo = path.join(venv, SITE, "pkg", "pipe");
+    execFileSync("mkfifo", [fifo]);
+    fs.symlinkSync("pipe", path.join(venv, SITE, "pkg", "pipe-link"));
+    const r = spawnSync(process.execPath, [CLI, "patch", "--json", ...OPS, fifo, "/dev/null", venv], { encoding: "utf8", timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const { records, summary } = parseNdjson(r.stdout);
+    const rec = byPath(records);
+    expect(rec.get(fifo)).toMatchObject({ status: "skipped", skipReason: "not-regular" });
+    expect(rec.get("/dev/null")).toMatchObject({ status: "skipped", skipReason: "not-regular" });
+    expect(rec.has(path.join(venv, SITE, "pkg", "pipe-link"))).toBe(false);
+    expect(rec.get(path.join(venv, EXT))).toMatchObject({ status: "patched" });
+    expect(summary.failed).toBe(0);
+  });
+
   it("--follow-symlinks patches the target of a symlink leading outside; the symlink stays a symlink", () => {
     const venv = freshVenv(false);
     fs.rmSync(path.join(venv, "bin", "python")); // never patch the system's python
