@@ -39,9 +39,10 @@ export interface LoaderBuild {
 
 /**
  * `$LIB`'s value is a string constant of the loader (glibc's `DL_DST_LIB`, its slibdir's last
- * part): Debian's multiarch `lib/<triplet>`, `lib32` for Debian's biarch i386 loader, `lib64` on
- * 64-bit upstream and Fedora builds, `lib` otherwise. It stands alone between NULs; the most
- * specific form found wins (measured: each of the 18 Debian loaders has exactly one).
+ * part): Debian's multiarch `lib/<triplet>`, `lib32` for Debian's biarch i386 loader (measured),
+ * and by glibc's build rules `lib64` for an upstream 64-bit build, `lib` for a 32-bit one (not
+ * measured here). It stands alone between NULs; the most specific form found wins (each of the 18
+ * Debian loaders at hand has exactly one).
  */
 const LIB_VALUE = /^lib(?:32|64|x32)?(?:\/[a-z0-9_]+-linux-[a-z0-9_]+)?$/;
 
