@@ -97,10 +97,11 @@ function skippedRecord(s: SkippedFile): FileRecord {
 }
 
 export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOptions): Promise<BatchResult> {
-  // A first run over these PATHs (nothing cached) opens every file: its workers start now, and
+  // A first run over these PATHs (nothing cached) opens every file: its workers start early, and
   // boot while this thread scans (a run the cache answers needs none).
   // Not when the PATHs are a few files, not directories (`elfpatch patch FILE`, as scripts call it
   // per file): they never need a worker, and starting one costs such a run a third of its time.
+  // With directories, once the scan has found EAGER_FILES files (a small tree needs no worker).
   const early: { pool: Pool | null } = { pool: null };
   const fewFiles = paths.length < EAGER_FILES && paths.every((p) => {
     try {
@@ -109,13 +110,18 @@ export async function runBatch(paths: string[], spec: BatchSpec, opts: BatchOpti
       return true;
     }
   });
+  let onFound: ((n: number) => void) | undefined;
   if (opts.jobs > 1 && !fewFiles && (opts.cache === undefined || opts.cache.entries === 0)) {
     if (opts.patientCompiler) await patientCompiler();
     const { Pool } = await import("../pool/pool.js");
-    early.pool = await Pool.create(opts.jobs - 1);
+    const start = await Pool.starter();
+    if (paths.length >= EAGER_FILES) early.pool = start(opts.jobs - 1);
+    else onFound = (n) => {
+      if (n === EAGER_FILES && early.pool === null) early.pool = start(opts.jobs - 1);
+    };
   }
   try {
-    return await scanAndRun(paths, spec, opts, early);
+    return await scanAndRun(paths, spec, { ...opts, scan: { ...opts.scan, ...(onFound ? { onFound } : {}) } }, early);
   } finally {
     if (early.pool !== null) await early.pool.close(); // started for nothing: no file to open
   }

@@ -142,8 +142,17 @@ export class Pool {
    * The workers need nothing of the batch to start (a batch may start them before its scan).
    */
   static async create(threads: number): Promise<Pool> {
+    return (await Pool.starter())(threads);
+  }
+
+  /**
+   * Loads piscina and returns what starts the workers synchronously: a caller in the middle of
+   * synchronous work (the scan) can start them the moment it knows they will be needed, and they
+   * boot while it goes on.
+   */
+  static async starter(): Promise<(threads: number) => Pool> {
     const { Piscina } = await import("piscina");
-    return new Pool(new Piscina({
+    return (threads) => new Pool(new Piscina({
       filename: workerPath(),
       workerData: { module: coreModule() },
       minThreads: threads,

@@ -33,6 +33,8 @@ export interface ScanOptions {
    * (the batch does, saving an open and a read per file). Default true.
    */
   sniff?: boolean;
+  /** Told the number of files to open found so far, each time one is added. */
+  onFound?: (files: number) => void;
 }
 
 export interface ScannedFile {
@@ -191,7 +193,10 @@ export function scan(paths: string[], opts: ScanOptions = {}): ScanResult {
     const file: ScannedFile = { path, size: st.size, dev: st.dev, ino: st.ino, nlink: st.nlink, sig, ctimeMs: st.ctimeMs };
     seen.set(key, file);
     if (known?.kind === "record") res.cached.push(known.record);
-    else res.files.push(file);
+    else {
+      const n = res.files.push(file);
+      opts.onFound?.(n);
+    }
   };
 
   /**
