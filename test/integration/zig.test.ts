@@ -10,9 +10,10 @@
  * place the same bytes.
  */
 import { execFileSync } from "node:child_process";
+import * as os from "node:os";
 import * as path from "node:path";
 import { expect } from "vitest";
-import { zigCompiler, corpusDir } from "../corpus/list.js";
+import { zigCompiler } from "../corpus/list.js";
 import { repoRoot } from "../support/fixtures.js";
 import { has } from "../support/oracle.js";
 import { describeToolchain } from "../support/toolchain.js";
@@ -33,7 +34,9 @@ describeToolchain({
   files: ["main", "liblib.so"],
   build(dir) {
     const src = path.join(repoRoot, "fixtures", "zig");
-    const env = { ...process.env, ZIG_GLOBAL_CACHE_DIR: path.join(corpusDir(), "tools", "zig-cache"), ZIG_LOCAL_CACHE_DIR: path.join(dir, ".zig-cache") };
+    // zig's cache of its own libc pieces: kept between runs, per user (the corpus may be another user's).
+    const cache = path.join(os.tmpdir(), `elfpatch-zig-cache-${process.getuid?.() ?? 0}`);
+    const env = { ...process.env, ZIG_GLOBAL_CACHE_DIR: cache, ZIG_LOCAL_CACHE_DIR: path.join(dir, ".zig-cache") };
     const common = ["-lc", "-fno-lld", "-O", "ReleaseSmall", "-fstrip"];
     execFileSync(zig!, ["build-lib", "-dynamic", ...common, "-lz", path.join(src, "lib.zig"), `-femit-bin=${path.join(dir, "liblib.so")}`], { cwd: dir, env });
     execFileSync(zig!, ["build-exe", ...common, path.join(src, "main.zig"), "-L.", "-llib", "-rpath", "$ORIGIN", `-femit-bin=${path.join(dir, "main")}`], { cwd: dir, env });
