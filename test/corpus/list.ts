@@ -9,6 +9,7 @@ import { execFileSync } from "node:child_process";
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { i386Prefix } from "../support/i386.js";
 
 /** The packages build-corpus.sh unpacks: test/corpus/packages.txt, which the script reads too. */
 export const CROSS_PACKAGES: readonly string[] = readFileSync(fileURLToPath(new URL("./packages.txt", import.meta.url)), "utf8")
@@ -37,7 +38,13 @@ const usrLib = (pkg: string, triplet: string, ld: string, abiPath: string, qemu:
  * unpatched loader) and x32 (it needs a kernel with the x32 ABI).
  */
 export const CROSS_LOADERS: readonly CrossLoader[] = [
-  { pkg: "libc6-i386", libDir: "lib32", loader: "lib32/ld-linux.so.2", abiPath: "/lib/ld-linux.so.2", qemu: null },
+  {
+    pkg: "libc6-i386", libDir: "lib32", loader: "lib32/ld-linux.so.2", abiPath: "/lib/ld-linux.so.2",
+    // Natively where the kernel runs i386 programs, else under qemu-i386 (test/support/i386.ts).
+    get qemu(): string | null {
+      return i386Prefix(join(crossPackageDir("libc6-i386"), "lib32/ld-linux.so.2"))?.[0] ?? null;
+    },
+  },
   usrLib("libc6-arm64-cross", "aarch64-linux-gnu", "ld-linux-aarch64.so.1", "/lib/ld-linux-aarch64.so.1", "qemu-aarch64"),
   usrLib("libc6-ppc64-cross", "powerpc64-linux-gnu", "ld64.so.1", "/lib64/ld64.so.1", "qemu-ppc64"),
   usrLib("libc6-s390x-cross", "s390x-linux-gnu", "ld64.so.1", "/lib/ld64.so.1", "qemu-s390x"),

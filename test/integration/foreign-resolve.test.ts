@@ -14,6 +14,7 @@ import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { crossLoader, crossPackageDir, crossPackageReady, type CrossLoader } from "../corpus/list.js";
 import { makeTempDir, repoRoot } from "../support/fixtures.js";
+import { I386_LOADER, i386Command, i386Prefix } from "../support/i386.js";
 import { has } from "../support/oracle.js";
 import { Resolver } from "../../src/resolve/resolver.js";
 
@@ -80,6 +81,9 @@ function listing(cmd: string, args: string[]): Listing {
     if (m) libs.set(m[1]!, m[2]!);
   }
   const missing = /error while loading shared libraries: ([^:]+): cannot open shared object file/.exec(out.stderr)?.[1] ?? null;
+  // A loader that did not run (a kernel that cannot execute it, a qemu crash) lists nothing: that
+  // must not pass for an empty listing.
+  if (out.status !== 0 && missing === null) throw new Error(`${cmd} ${args.join(" ")} failed (${out.status}): ${out.stderr}${out.error ?? ""}`);
   return { libs, missing };
 }
 
@@ -160,9 +164,8 @@ describe("check --root on other architectures' sysroots, against their own loade
 });
 
 describe("32-bit libraries on this x86-64 machine (Debian's libc6-i386), against its i386 loader", () => {
-  const I386_LOADER = "/lib/ld-linux.so.2";
-  const ready = fs.existsSync(I386_LOADER) && fs.existsSync("/usr/lib32/libc.so.6");
-  if (!ready && required) throw new Error("libc6-i386 is needed (Debian: apt-get install libc6-i386)");
+  const ready = fs.existsSync(I386_LOADER) && fs.existsSync("/usr/lib32/libc.so.6") && i386Prefix() !== null;
+  if (!ready && required) throw new Error("libc6-i386 is needed (Debian: apt-get install libc6-i386), and a kernel with IA32 emulation or qemu-i386");
 
   it.skipIf(!ready)("every /usr/lib32 library and an application tree: check (no --root) agrees with ld-linux.so.2 --list", () => {
     // The host's ld.so.cache has both machines' entries; each file is resolved by its own kind's loader.
@@ -173,7 +176,7 @@ describe("32-bit libraries on this x86-64 machine (Debian's libc6-i386), against
       .map((n) => path.join("/usr/lib32", n)).filter((p) => fs.statSync(p).isFile() && !fs.lstatSync(p).isSymbolicLink());
     const files = [path.join(app, "libapp.so"), path.join(dep, "libdep.so.9"), path.join(app, "libbroken.so"), ...system];
     const records = check(files);
-    const { problems, compared } = compare(records, files, (f) => listing(I386_LOADER, ["--list", f]), "ld-linux.so.2");
+    const { problems, compared } = compare(records, files, (f) => listing(...i386Command(I386_LOADER, ["--list", f])), "ld-linux.so.2");
     expect(problems).toEqual([]);
     expect(system.length).toBeGreaterThan(10);
     expect(compared).toBeGreaterThan(system.length);

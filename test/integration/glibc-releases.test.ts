@@ -28,12 +28,12 @@ import type { FileReport } from "../../src/resolve/types.js";
 import { listLines, pool, resolverLines, type Run } from "../support/ldso-list.js";
 import { findElfFiles, RELEASES, releaseReady, releaseRoot } from "../corpus/list.js";
 import { repoRoot } from "../support/fixtures.js";
+import { I386_LOADER, i386Command, i386Prefix } from "../support/i386.js";
 import { elflint, has, LDSO } from "../support/oracle.js";
 
 const required = !!process.env.ELFPATCH_REQUIRE_CORPUS;
 const isRoot = process.getuid?.() === 0;
 const ROOT_LOADER = "/lib64/ld-linux-x86-64.so.2";
-const I386_LOADER = "/lib/ld-linux.so.2";
 
 /** `cmd args` inside `root` (chroot), with a clean environment plus `env`; "" = this machine. */
 function inRoot(root: string, cmd: string, args: string[], env: Record<string, string> = {}): Promise<Run> {
@@ -98,7 +98,7 @@ interface LoaderCase {
 const LOADER_CASES: LoaderCase[] = [
   { name: "this machine's loader", needsRoot: false, ready: () => true, root: () => "", loader: LDSO, lib: "/usr/lib/x86_64-linux-gnu/libm.so.6", resolver: () => new Resolver() },
   {
-    name: "Debian's i386 loader", needsRoot: false, ready: () => fs.existsSync(I386_LOADER) && fs.existsSync("/usr/lib32/libm.so.6"), root: () => "", loader: I386_LOADER,
+    name: "Debian's i386 loader", needsRoot: false, ready: () => fs.existsSync(I386_LOADER) && fs.existsSync("/usr/lib32/libm.so.6") && i386Prefix() !== null, root: () => "", loader: I386_LOADER,
     lib: "/usr/lib32/libm.so.6", resolver: () => new Resolver({ target: { elfClass: 1, data: 1, machine: 3 } }),
   },
   ...RELEASES.map((suite): LoaderCase => ({
@@ -123,7 +123,9 @@ describe("$LIB and hwcaps subdirectories: the resolver searches where each glibc
       if (root) inRootDirs.push(dir);
       // The run path is `/elfpatch-nowhere/$LIB`: the loader's expansion of `$LIB` must be the resolver's too.
       withRpath(path.join(root, c.lib), path.join(dir, "lib.so"), `${NOWHERE}/$LIB`);
-      const run = await inRoot(root, c.loader, ["--list", root ? dir.slice(root.length) + "/lib.so" : path.join(dir, "lib.so")], { LD_DEBUG: "libs" });
+      const list = ["--list", root ? dir.slice(root.length) + "/lib.so" : path.join(dir, "lib.so")];
+      // The i386 loader natively, or under qemu-i386 on a kernel without IA32 emulation.
+      const run = await inRoot(root, ...(c.loader === I386_LOADER ? i386Command(c.loader, list) : [c.loader, list] as const), { LD_DEBUG: "libs" });
       expect(run.status, run.stderr.slice(0, 500)).toBe(0);
       const resolver = c.resolver();
       const theirs = searchedSubdirs(run.stdout + run.stderr, `${NOWHERE}/${resolver.profile.lib}`);

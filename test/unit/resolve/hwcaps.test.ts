@@ -1,8 +1,11 @@
 /**
  * src/resolve/hwcaps.ts against the system's ld.so:
  * - `activeHwcapsDirs` equals the "(supported, searched)" lines of `ld.so --help` under
- *   "Subdirectories of glibc-hwcaps directories", also with CPU features masked through
- *   `GLIBC_TUNABLES=glibc.cpu.hwcaps=-X` (the same flags removed from the /proc/cpuinfo text);
+ *   "Subdirectories of glibc-hwcaps directories" (by default: the running loader's answer), also
+ *   with CPU features masked through `GLIBC_TUNABLES=glibc.cpu.hwcaps=-X`, and a process started
+ *   under such a mask gives what its loader searches (`LD_DEBUG=libs`); the /proc/cpuinfo fallback
+ *   agrees with the loader where the kernel shows the CPUID bits user space sees, and is a lower
+ *   bound where it hides one;
  * - `$PLATFORM` equals the "(AT_PLATFORM; ...)" line, and the avx512_1 legacy bit the
  *   "avx512_1 (supported, searched)" line (glibc <= 2.36 prints legacy subdirectories);
  * - `$LIB` and `$PLATFORM` equal the directories ld.so searches for a RUNPATH of
@@ -15,8 +18,9 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import {
-  activeHwcapsDirs, cacheIsaLevelOk, cpuFlags, dstValues, legacyCacheHwcaps, x86IsaLevel,
+  activeHwcapsDirs, cacheIsaLevelOk, cpuFlags, dstValues, legacyCacheHwcaps, parseLoaderHelp, x86IsaLevel,
 } from "../../../src/resolve/hwcaps.js";
+import { repoRoot } from "../../support/fixtures.js";
 import { has, LDSO } from "../../support/oracle.js";
 
 const X86_64 = process.arch === "x64";
@@ -52,27 +56,55 @@ function section(help: string, title: string): string[] {
 
 describe.runIf(haveLdso)("against ld.so --help", () => {
   const masks = [[], ...Object.keys(TUNABLE_FLAG).map((k) => [k]), ["AVX2", "AVX512VL"]];
+  const supportedOf = (help: string): string[] =>
+    section(help, "Subdirectories of glibc-hwcaps directories, in priority order:")
+      .filter((l) => l.endsWith("(supported, searched)"))
+      .map((l) => l.split(" ")[0]!);
 
-  it("glibc-hwcaps subdirectories and $PLATFORM agree, with and without masked CPU features", () => {
+  it("by default, the running loader's answer: its supported glibc-hwcaps subdirectories, $PLATFORM and legacy bits", () => {
+    const help = ldsoHelp([]);
+    expect(activeHwcapsDirs()).toEqual(supportedOf(help));
+    expect(activeHwcapsDirs("x86_64")).toEqual(supportedOf(help));
+    const legacy = section(help, "Legacy HWCAP subdirectories");
+    const platform = legacy.find((l) => l.includes("(AT_PLATFORM"))?.split(" ")[0];
+    if (platform) expect(dstValues().PLATFORM).toBe(platform);
+    if (legacy.length > 0) {
+      const avx512 = legacy.includes("avx512_1 (supported, searched)");
+      expect((legacyCacheHwcaps()!.hwcap & 4n) !== 0n).toBe(avx512);
+    }
+    // Another machine's files get no answer from this loader.
+    expect(activeHwcapsDirs("aarch64")).toEqual([]);
+  });
+
+  it("the loader's text with CPU features masked: parsed into the subdirectories and ISA level it supports", () => {
     const seen: string[] = [];
     for (const names of masks) {
       const help = ldsoHelp(names);
-      const cpuinfo = masked(names);
-      const supported = section(help, "Subdirectories of glibc-hwcaps directories, in priority order:")
-        .filter((l) => l.endsWith("(supported, searched)"))
-        .map((l) => l.split(" ")[0]);
-      expect(activeHwcapsDirs("x86_64", { cpuinfo }), `mask ${names}`).toEqual(supported);
-      const legacy = section(help, "Legacy HWCAP subdirectories");
-      const platform = legacy.find((l) => l.includes("(AT_PLATFORM"))?.split(" ")[0];
-      if (platform) expect(dstValues({ cpuinfo }).PLATFORM, `mask ${names}`).toBe(platform);
-      if (legacy.length > 0) {
-        const avx512 = legacy.includes("avx512_1 (supported, searched)");
-        expect((legacyCacheHwcaps("x86_64", { cpuinfo })!.hwcap & 4n) !== 0n, `mask ${names}`).toBe(avx512);
-      }
-      seen.push(`${names.join(",") || "(none)"}: [${supported.join(" ")}] ${platform ?? "?"}`);
+      const supported = supportedOf(help);
+      expect(activeHwcapsDirs("x86_64", { loaderHelp: help }), `mask ${names}`).toEqual(supported);
+      const level = supported.length ? Number(supported[0]!.slice("x86-64-v".length)) : 1;
+      const ok = cacheIsaLevelOk("x86_64", { loaderHelp: help });
+      expect([0, 1, 2, 3].map(ok), `mask ${names}`).toEqual([0, 1, 2, 3].map((l) => l + 1 <= level));
+      seen.push(`${names.join(",") || "(none)"}: [${supported.join(" ")}]`);
     }
     console.log(`ld.so --help per mask:\n  ${seen.join("\n  ")}`);
-    expect(activeHwcapsDirs()).toEqual(activeHwcapsDirs(62, { cpuinfo: CPUINFO }));
+  });
+
+  // The fallback (no loader answer) reads /proc/cpuinfo, which is faithful only where the kernel
+  // shows the CPUID bits user space sees: a VM kernel may hide one (seen: no `abm` while CPUID has
+  // LZCNT), and then only the levels below the hidden feature can agree.
+  it("the /proc/cpuinfo fallback agrees with the loader where the kernel shows what CPUID says", () => {
+    const seen: string[] = [];
+    const faithful = JSON.stringify(activeHwcapsDirs("x86_64", { cpuinfo: CPUINFO })) === JSON.stringify(supportedOf(ldsoHelp([])));
+    for (const names of masks) {
+      const supported = supportedOf(ldsoHelp(names));
+      const fromFlags = activeHwcapsDirs("x86_64", { cpuinfo: masked(names) });
+      seen.push(`${names.join(",") || "(none)"}: loader [${supported.join(" ")}], cpuinfo [${fromFlags.join(" ")}]`);
+      // Never more than the loader supports; the same wherever the unmasked flags give the same.
+      expect(supported.slice(supported.length - fromFlags.length), `mask ${names}`).toEqual(fromFlags);
+      if (faithful) expect(fromFlags, `mask ${names}`).toEqual(supported);
+    }
+    console.log(`cpuinfo vs ld.so --help${faithful ? "" : " (this kernel's cpuinfo hides a feature: a lower bound only)"}:\n  ${seen.join("\n  ")}`);
   });
 });
 
@@ -98,6 +130,66 @@ describe.runIf(haveLdso && has("gcc"))("against LD_DEBUG=libs", () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe.runIf(haveLdso && has("gcc") && fs.existsSync(path.join(repoRoot, "build/js/resolve/hwcaps.js")))("a process under GLIBC_TUNABLES, against LD_DEBUG=libs", () => {
+  it("its glibc-hwcaps subdirectories are those its loader searches for a DT_RPATH directory under the same mask", () => {
+    const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), "elfpatch-hwcaps-")));
+    try {
+      fs.writeFileSync(path.join(dir, "m.c"), "int main(void){return 0;}\n");
+      const exe = path.join(dir, "m");
+      const cc = spawnSync("gcc", ["-o", exe, path.join(dir, "m.c"), "-Wl,--disable-new-dtags", `-Wl,-rpath,${dir}/R`], { encoding: "utf8" });
+      expect(cc.status, cc.stderr).toBe(0);
+      const module = path.join(repoRoot, "build/js/resolve/hwcaps.js");
+      const seen = new Set<string>();
+      for (const mask of ["", "glibc.cpu.hwcaps=-AVX512F", "glibc.cpu.hwcaps=-AVX2", "glibc.cpu.hwcaps=-SSE4_2"]) {
+        const env = { ...process.env, GLIBC_TUNABLES: mask };
+        const r = spawnSync(exe, [], { encoding: "utf8", env: { ...env, LD_DEBUG: "libs" } });
+        const line = r.stderr.split("\n").find((l) => l.includes("search path=") && l.includes(`${dir}/R`)) ?? "";
+        const theirs = line.replace(/^.*search path=/, "").replace(/\t.*$/, "").split(":")
+          .filter((d) => d.startsWith(`${dir}/R/glibc-hwcaps/`)).map((d) => d.slice(`${dir}/R/glibc-hwcaps/`.length));
+        expect(line, r.stderr.slice(0, 300)).not.toBe("");
+        const script = `import { activeHwcapsDirs } from ${JSON.stringify(module)}; console.log(JSON.stringify(activeHwcapsDirs()));`;
+        const node = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", env });
+        expect(node.status, node.stderr).toBe(0);
+        expect(JSON.parse(node.stdout), `GLIBC_TUNABLES=${mask}`).toEqual(theirs);
+        seen.add(JSON.stringify(theirs));
+      }
+      // The masks made a difference (else the comparison proves little).
+      expect(seen.size).toBeGreaterThan(1);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the loader's --help text", () => {
+  it("gives the supported subdirectories, the platform and legacy names, or nothing to go by", () => {
+    const v236 = [
+      "Subdirectories of glibc-hwcaps directories, in priority order:",
+      "  x86-64-v4",
+      "  x86-64-v3 (supported, searched)",
+      "  x86-64-v2 (supported, searched)",
+      "",
+      "Legacy HWCAP subdirectories under library search path directories:",
+      "  haswell (AT_PLATFORM; supported, searched)",
+      "  tls (supported, searched)",
+      "  avx512_1",
+      "  x86_64 (supported, searched)",
+      "",
+    ].join("\n");
+    expect(parseLoaderHelp(v236)).toEqual({ hwcaps: ["x86-64-v3", "x86-64-v2"], platform: "haswell", legacy: ["haswell", "tls", "x86_64"] });
+    const opts = { loaderHelp: v236 };
+    expect(activeHwcapsDirs("x86_64", opts)).toEqual(["x86-64-v3", "x86-64-v2"]);
+    expect(dstValues({ ...opts, LIB: "x" }).PLATFORM).toBe("haswell");
+    expect(legacyCacheHwcaps("x86_64", opts)).toEqual({ hwcap: (1n << 63n) | 2n, platformMask: 0xfn << 48n, platform: 1n << 50n });
+    // Debian's i386 loader: none searched; glibc 2.31 and other loaders print no such section.
+    expect(parseLoaderHelp("No subdirectories of glibc-hwcaps directories are searched.\n")).toEqual({ hwcaps: [], platform: null, legacy: null });
+    expect(parseLoaderHelp("Usage: ld.so [OPTION]... EXECUTABLE-FILE [ARGS-FOR-PROGRAM...]\n")).toBeNull();
+    // No answer: the flags decide.
+    const v3 = "cmov cx8 fpu fxsr mmx sse sse2 cx16 lahf_lm popcnt pni sse4_1 sse4_2 ssse3 avx avx2 bmi1 bmi2 f16c fma abm movbe xsave";
+    expect(activeHwcapsDirs("x86_64", { loaderHelp: null, cpuinfo: `flags\t: ${v3}\n` })).toEqual(["x86-64-v3", "x86-64-v2"]);
   });
 });
 
