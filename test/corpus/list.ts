@@ -6,6 +6,7 @@
  * A file counts as ELF when its first 4 bytes are `\x7fELF` (so `.a` archives are left out).
  */
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -183,4 +184,15 @@ export function listCorpus(): CorpusGroup[] {
   const site = pythonSitePackages();
   groups.push({ name: "wheels", files: site ? findElfFiles(site) : [] });
   return groups;
+}
+
+/**
+ * Whether the default test run gives the corpus file `key` (a path relative to its group's root,
+ * the same on every machine) its slow per-file checks (`readelf -W -a`, `eu-elflint`, dlopen): one
+ * file in `share`, chosen by a hash of the key, so that another machine's larger library
+ * directory does not stretch the run. `ELFPATCH_FULL_CORPUS=1` checks every file.
+ */
+export function inDefaultSample(key: string, share = 3): boolean {
+  if (process.env.ELFPATCH_FULL_CORPUS === "1") return true;
+  return createHash("sha256").update(key).digest().readUInt32LE(0) % share === 0;
 }

@@ -1,6 +1,8 @@
 /**
  * Edited copies of real libraries still load. Every shared library (ELF `DYN` with a dynamic
- * section and no `PT_INTERP`) of the `host` and `wheels` corpus groups is copied into a temp tree
+ * section and no `PT_INTERP`) of the `wheels` corpus group and a third of the `host` group's (by a
+ * hash of the path, test/corpus/list.ts `inDefaultSample`; all of them with
+ * `ELFPATCH_FULL_CORPUS=1`: on a slower VM the ~1,000 took 4 minutes) is copied into a temp tree
  * that keeps its file name and its place relative to the group root (so `$ORIGIN`-relative
  * dependencies of wheels resolve inside the tree), and gets the edits that fit in place:
  *   (b) `soname` := a tail of the current SONAME (the core reuses existing string bytes);
@@ -39,7 +41,7 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectFile, isFileError, patchFile } from "../../src/index.js";
 import type { EditRequest, ElfInfo, RunpathTag } from "../../src/core/types.js";
-import { HOST_LIB_DIR, listCorpus, pythonSitePackages } from "../corpus/list.js";
+import { HOST_LIB_DIR, inDefaultSample, listCorpus, pythonSitePackages } from "../corpus/list.js";
 import { dlopenMany, dlopenPreloads, type DlopenOutcome } from "../support/dlopen-many.js";
 import { LDSO, dynString, flags1, has, ldsoList, type DynEntry } from "../support/oracle.js";
 import { isSelfRelocating } from "../support/self-relocating.js";
@@ -549,6 +551,10 @@ describe.skipIf(!TOOLS_READY)("edited copies of real libraries", () => {
     for (const g of groups) {
       const root = roots[g.name]!;
       for (const src of g.files) {
+        if (g.name === "host" && !inDefaultSample(path.relative(root, src))) {
+          skipped["host library outside the default sample (ELFPATCH_FULL_CORPUS=1)"] = (skipped["host library outside the default sample (ELFPATCH_FULL_CORPUS=1)"] ?? 0) + 1;
+          continue;
+        }
         const info = inspectFile(src);
         if (isFileError(info)) {
           skipped[info.error.code] = (skipped[info.error.code] ?? 0) + 1;
@@ -604,7 +610,7 @@ describe.skipIf(!TOOLS_READY)("edited copies of real libraries", () => {
   });
 
   it("finds the corpus", () => {
-    expect(libs.length).toBeGreaterThan(300);
+    expect(libs.length).toBeGreaterThan(250);
   });
 
   it("(b) soname tail, (c) shorter run path, (d) add+remove NEEDED: only the expected entries change", async () => {
