@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { isFileError, patchFile } from "../../src/index.js";
-import { CROSS_LOADERS, crossPackageDir, type CrossLoader } from "../corpus/list.js";
+import { CROSS_LOADERS, crossPackageDir, inDefaultSample, type CrossLoader } from "../corpus/list.js";
 
 const LONG = "/nix/var/nix/profiles/per-user/alice/profile/lib:/opt/a/rather/long/directory/that/cannot/fit/in/place";
 /** More libraries (gconv modules) copied next to libc. */
@@ -51,7 +51,10 @@ describe("growth under the target's own loader", () => {
         if (extra && existsSync(extra)) cpSync(extra, d, { recursive: true, verbatimSymlinks: true });
         if (dirname(t.loader) !== t.libDir) cpSync(ldso, join(d, ldName));
       }
-      const names = readdirSync(grown).filter((n) => /\.so(\.\d|$)/.test(n) && n !== ldName);
+      const all = readdirSync(grown).filter((n) => /\.so(\.\d|$)/.test(n) && n !== ldName);
+      // i386's 250 gconv modules are much alike: a third of a long list by default (under
+      // qemu-i386, on a kernel without IA32 emulation, each listing costs ~40 ms).
+      const names = all.length > 60 ? all.filter((n) => inDefaultSample(`${t.pkg}/${n}`)) : all;
       expect(names.length).toBeGreaterThan(10);
       const strategies = new Map<string, number>();
       const problems: string[] = [];
@@ -71,7 +74,7 @@ describe("growth under the target's own loader", () => {
           problems.push(`${n} (${r.strategy}): exit ${before.status} -> ${after.status}\n${before.out}---\n${after.out}`);
         }
       }
-      console.log(`${t.pkg}: ${names.length} libraries, ${listed} listed; ${JSON.stringify(Object.fromEntries(strategies))}`);
+      console.log(`${t.pkg}: ${names.length} of ${all.length} libraries, ${listed} listed; ${JSON.stringify(Object.fromEntries(strategies))}`);
       expect(problems).toEqual([]);
       expect(listed, `the unpatched loader listed too few libraries: ${list(t, orig, join(orig, names[0]!)).out}`).toBeGreaterThan(names.length / 2);
       expect((strategies.get("new-segment") ?? 0) + (strategies.get("slack") ?? 0)).toBeGreaterThan(5);
