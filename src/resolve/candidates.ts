@@ -166,6 +166,13 @@ export class Candidates {
     readonly target: Target = X86_64,
   ) {}
 
+  /** Whether `path` (virtual) may exist: false only when a cached listing proves it absent. */
+  mayExist(path: string): boolean {
+    const abs = this.fs.absolute(path);
+    const p = this.byPath.get(abs);
+    return p === undefined ? this.fs.mayExist(abs) : p !== ABSENT;
+  }
+
   /** What the loader does with the candidate `path` (virtual; relative = relative to the CWD). */
   probe(path: string): Probe {
     const abs = this.fs.absolute(path);

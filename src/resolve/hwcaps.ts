@@ -3,7 +3,8 @@
  * - `activeHwcapsDirs`: the `glibc-hwcaps` subdirectories ld.so searches (loader.md §6). For the
  *   machine this process runs on, the answer of the glibc loader that loaded it: its `--help`
  *   lists the subdirectories it supports ("(supported, searched)", glibc >= 2.33; one run per
- *   process, under this process's environment, so that a `GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX2`
+ *   process, and only once a search meets a directory that holds a hwcaps subdirectory, which most
+ *   trees never do: profile.ts, search-path.ts; under this process's environment, so that a `GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX2`
  *   mask counts as it does for the programs started beside it). glibc decides from CPUID, which the
  *   kernel's `/proc/cpuinfo` need not show as user space sees it (seen: a VM whose kernel lists no
  *   `abm` while CPUID reports LZCNT and ld.so searches `x86-64-v3` and `v4`). Without such a loader
@@ -116,17 +117,22 @@ let hostView: LoaderCpuView | null | undefined;
 function hostLoaderView(): LoaderCpuView | null {
   if (hostView !== undefined) return hostView;
   hostView = null;
-  try {
-    const maps = readFileSync("/proc/self/maps", "utf8");
-    const loader = maps.split("\n").map((l) => /\s(\/\S+)$/.exec(l)?.[1]).find((p) => p !== undefined && LOADER_NAME.test(basename(p)));
-    if (loader !== undefined) {
-      const r = spawnSync(loader, ["--help"], { encoding: "utf8", timeout: 10_000 });
-      if (r.status === 0) hostView = parseLoaderHelp(r.stdout);
-    }
-  } catch {
-    // no /proc, or the loader cannot be run: the flags decide
+  const loader = runningLoader();
+  if (loader !== null) {
+    const r = spawnSync(loader, ["--help"], { encoding: "utf8", timeout: 10_000 });
+    if (r.status === 0) hostView = parseLoaderHelp(r.stdout);
   }
   return hostView;
+}
+
+/** The glibc loader mapped into this process, or null (no /proc, musl, a static build). */
+function runningLoader(): string | null {
+  try {
+    const maps = readFileSync("/proc/self/maps", "utf8");
+    return maps.split("\n").map((l) => /\s(\/\S+)$/.exec(l)?.[1]).find((p) => p !== undefined && LOADER_NAME.test(basename(p))) ?? null;
+  } catch {
+    return null;
+  }
 }
 
 /** The loader answer for `machine`: the given text, else the running loader's for this machine only. */

@@ -78,13 +78,43 @@ export const VDSO_NAME = "linux-vdso.so.1";
 
 export interface Profile {
   defaultDirs: string[];
-  /** Subdirectories tried in each directory, best first, ending with "" (the directory itself). */
-  subdirs: string[];
+  /**
+   * Subdirectories tried in each directory, best first, ending with "" (the directory itself).
+   * CPU-dependent: computed on first use (see `hwcapsComponents`).
+   */
+  readonly subdirs: string[];
+  /**
+   * Every name the first component of a `subdirs` entry can be, known without asking the CPU: a
+   * directory holding none of them is searched in itself only, and the CPU's answer (which may
+   * start the running loader, hwcaps.ts) is never needed for it.
+   */
+  hwcapsComponents: ReadonlySet<string>;
   lib: string;
-  platform: string | null;
+  /** `$PLATFORM` (CPU-dependent on x86-64: computed on first use). */
+  readonly platform: string | null;
+  /** The cache lookup options; their CPU-dependent fields are computed on first use. */
   cacheOptions: LookupOptions;
   interpreter: string;
 }
+
+/** Defines `obj[key]` as a value computed on first read. */
+function lazy<T extends object, K extends string>(obj: T, key: K, compute: () => unknown): void {
+  Object.defineProperty(obj, key, {
+    enumerable: true,
+    configurable: true,
+    get() {
+      const value = compute();
+      Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+      return value;
+    },
+  });
+}
+
+/**
+ * Names a legacy hwcaps component can have on x86 (hwcaps.ts `legacyHwcapComponents`: `tls`, the
+ * platform as glibc sets it, `avx512_1`, then `x86_64` or `sse2`); other machines' are `tls` only.
+ */
+const X86_LEGACY_NAMES = ["tls", "x86_64", "haswell", "xeon_phi", "avx512_1", "i686", "i586", "sse2"];
 
 let glibcVersion: [number, number] | null | undefined;
 
@@ -122,29 +152,42 @@ export function profileFor(opts: ResolverOptions, build: LoaderBuild | null = nu
   // running this process (the host's loader is the one that will load the files).
   const glibc = build?.version ?? hostGlibc();
   const older = (minor: number): boolean => glibc !== null && glibc[0] === 2 && glibc[1] < minor;
-  const dst = dstValues({ machine: target.machine });
-  const platform = opts.platform === undefined ? dst.PLATFORM : opts.platform;
+  // `$LIB` does not depend on the CPU; `$PLATFORM`, the hwcaps levels and the legacy bits do, and
+  // are computed only when a search needs them.
+  const libGuess = (): string => dstValues({ machine: target.machine, PLATFORM: "" }).LIB;
+  const platformOf = (): string | null => (opts.platform === undefined ? dstValues({ machine: target.machine, LIB: "" }).PLATFORM : opts.platform);
   // glibc-hwcaps subdirectories (and the cache entries for them) came with glibc 2.33.
-  const levels = older(33) ? [] : activeHwcapsDirs(target.machine);
-  let subdirs = opts.hwcapsSubdirs;
-  if (!subdirs) {
-    subdirs = levels.map((l) => `glibc-hwcaps/${l}`);
-    if (older(37)) subdirs.push(...legacySubdirs(legacyHwcapComponents(target.machine, platform)));
+  const levels = (): string[] => (older(33) ? [] : activeHwcapsDirs(target.machine));
+  const given = opts.hwcapsSubdirs;
+  const components = new Set<string>();
+  if (given) for (const sub of given) if (sub !== "") components.add(sub.split("/")[0]!);
+  if (!given && !older(33)) components.add("glibc-hwcaps");
+  if (!given && older(37)) {
+    components.add("tls");
+    if (target.machine === 62 || target.machine === 3) {
+      for (const n of X86_LEGACY_NAMES) components.add(n);
+      if (opts.platform) components.add(opts.platform);
+    }
   }
-  const cacheOptions: LookupOptions = {
-    activeHwcaps: opts.hwcapsSubdirs
-      ? opts.hwcapsSubdirs.filter((s) => s.startsWith("glibc-hwcaps/")).map((s) => s.slice("glibc-hwcaps/".length))
-      : levels,
-    wantFlags: cacheFlagsFor(target.elfClass, target.machine, target.eFlags),
-  };
-  const legacy = older(40) ? legacyCacheHwcaps(target.machine) : undefined;
-  if (legacy) cacheOptions.legacy = legacy;
-  return {
+  const profile = {
     defaultDirs: opts.defaultDirs ?? build?.systemDirs ?? debianDirs(target),
-    subdirs: [...subdirs.filter((s) => s !== ""), ""],
-    lib: opts.lib ?? build?.lib ?? dst.LIB,
-    platform,
-    cacheOptions,
-    interpreter: opts.interpreter ?? defaultInterpreter(target) ?? DEFAULT_INTERPRETER,
-  };
+    hwcapsComponents: components,
+    lib: opts.lib ?? build?.lib ?? libGuess(),
+  } as unknown as Profile;
+  lazy(profile, "platform", platformOf);
+  lazy(profile, "subdirs", () => {
+    let subdirs = given;
+    if (!subdirs) {
+      subdirs = levels().map((l) => `glibc-hwcaps/${l}`);
+      if (older(37)) subdirs.push(...legacySubdirs(legacyHwcapComponents(target.machine, profile.platform)));
+    }
+    return [...subdirs.filter((s) => s !== ""), ""];
+  });
+  const cacheOptions = { wantFlags: cacheFlagsFor(target.elfClass, target.machine, target.eFlags) } as unknown as LookupOptions;
+  lazy(cacheOptions, "activeHwcaps", () =>
+    given ? given.filter((s) => s.startsWith("glibc-hwcaps/")).map((s) => s.slice("glibc-hwcaps/".length)) : levels());
+  lazy(cacheOptions, "legacy", () => (older(40) ? legacyCacheHwcaps(target.machine) : undefined));
+  profile.cacheOptions = cacheOptions;
+  profile.interpreter = opts.interpreter ?? defaultInterpreter(target) ?? DEFAULT_INTERPRETER;
+  return profile;
 }

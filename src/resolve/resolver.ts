@@ -152,16 +152,26 @@ export class Resolver {
     }
     this.loaderBuild = build;
     this.profile = profileFor({ ...opts, interpreter: loader ?? opts.interpreter }, build, this.target);
+    const profile = this.profile;
     const cachePath = opts.cachePath === undefined ? build?.cachePath ?? "/etc/ld.so.cache" : opts.cachePath;
     this.cachePath = cachePath;
     this.env = {
       candidates: this.candidates,
-      subdirs: this.profile.subdirs,
+      // CPU-dependent, so computed when first read (see SearchEnv.hwcapsComponents).
+      get subdirs() {
+        return profile.subdirs;
+      },
+      hwcapsComponents: this.profile.hwcapsComponents,
       libraryPath: null,
       defaultDirs: this.profile.defaultDirs,
       cache: cachePath === null ? null : readLdCache(this.fs.host(cachePath)),
       cacheOptions: this.profile.cacheOptions,
-      dst: { lib: this.profile.lib, platform: this.profile.platform },
+      dst: {
+        lib: this.profile.lib,
+        get platform() {
+          return profile.platform;
+        },
+      },
       onRunPath: (owner, via, dirs) => this.noteRunPath(owner.path, via, dirs),
     };
   }
@@ -255,7 +265,15 @@ export class Resolver {
   }
 
   private dst(origin: string | null) {
-    return { origin, lib: this.profile.lib, platform: this.profile.platform };
+    const profile = this.profile;
+    // `$PLATFORM` is CPU-dependent: read only when a string has it.
+    return {
+      origin,
+      lib: profile.lib,
+      get platform() {
+        return profile.platform;
+      },
+    };
   }
 
   private object(path: string, file: LibFile | null, loader: LoadedObject | null, origin: string | null): LoadedObject {

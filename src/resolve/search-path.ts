@@ -20,8 +20,13 @@ type SearchVia = SearchedDir["via"];
 /** Everything a search needs besides the requester. */
 export interface SearchEnv {
   candidates: Candidates;
-  /** hwcaps subdirectories ("glibc-hwcaps/x86-64-v3", legacy "tls/haswell"...), best first, then "". */
-  subdirs: readonly string[];
+  /**
+   * hwcaps subdirectories ("glibc-hwcaps/x86-64-v3", legacy "tls/haswell"...), best first, then ""
+   * (read only for a directory that holds one of `hwcapsComponents`: it may ask the CPU).
+   */
+  readonly subdirs: readonly string[];
+  /** The names a first component of `subdirs` can have (profile.ts). */
+  hwcapsComponents: ReadonlySet<string>;
   /** Expanded `LD_LIBRARY_PATH`, or null. */
   libraryPath: string[] | null;
   defaultDirs: readonly string[];
@@ -45,6 +50,11 @@ interface Source {
   dirs: readonly string[];
 }
 
+/** `dst` with an origin; its `platform` stays a lazy read (a spread would compute it). */
+function withOrigin(dst: Omit<DstValues, "origin">, origin: string | null): DstValues {
+  return Object.assign(Object.create(dst) as DstValues, { origin });
+}
+
 export function hasRunpathTag(obj: LoadedObject): boolean {
   return obj.info?.runpath != null;
 }
@@ -57,7 +67,7 @@ export function hasNodeflib(obj: LoadedObject): boolean {
 export function rpathOf(obj: LoadedObject, env: SearchEnv): string[] | null {
   if (obj.rpathDirs === undefined) {
     const raw = obj.info?.rpath;
-    obj.rpathDirs = raw != null && !hasRunpathTag(obj) ? runPathDirs(raw, { ...env.dst, origin: obj.origin }) : null;
+    obj.rpathDirs = raw != null && !hasRunpathTag(obj) ? runPathDirs(raw, withOrigin(env.dst, obj.origin)) : null;
     if (obj.rpathDirs) env.onRunPath?.(obj, "rpath", obj.rpathDirs);
   }
   return obj.rpathDirs;
@@ -66,7 +76,7 @@ export function rpathOf(obj: LoadedObject, env: SearchEnv): string[] | null {
 export function runpathOf(obj: LoadedObject, env: SearchEnv): string[] | null {
   if (obj.runpathDirs === undefined) {
     const raw = obj.info?.runpath;
-    obj.runpathDirs = raw != null ? runPathDirs(raw, { ...env.dst, origin: obj.origin }) : null;
+    obj.runpathDirs = raw != null ? runPathDirs(raw, withOrigin(env.dst, obj.origin)) : null;
     if (obj.runpathDirs) env.onRunPath?.(obj, "runpath", obj.runpathDirs);
   }
   return obj.runpathDirs;
@@ -101,7 +111,7 @@ function openPath(name: string, src: Source, env: SearchEnv, searched: SearchedD
   let otherClass = false;
   for (const dir of src.dirs) {
     searched.push({ dir, via: src.via });
-    for (const sub of env.subdirs) {
+    for (const sub of mayHaveHwcaps(dir, env) ? env.subdirs : ONLY_DIR) {
       const path = joinDir(dir, sub === "" ? name : `${sub}/${name}`);
       const p = env.candidates.probe(path);
       if (p.kind === "ok") return { kind: "found", path, file: p.file, via: src.via, from: src.owner, dir };
@@ -113,11 +123,25 @@ function openPath(name: string, src: Source, env: SearchEnv, searched: SearchedD
   return { kind: "next", otherClass, tried: src.dirs.length > 0 };
 }
 
+const ONLY_DIR: readonly string[] = [""];
+
+/**
+ * Whether `dir` may hold a hwcaps subdirectory: an entry named like a first component of one
+ * (one listing of `dir`, cached, which the search of the directory itself needs anyway). A
+ * directory with none is searched in itself only, without asking which subdirectories the CPU
+ * selects.
+ */
+function mayHaveHwcaps(dir: string, env: SearchEnv): boolean {
+  for (const c of env.hwcapsComponents) if (env.candidates.mayExist(joinDir(dir, c))) return true;
+  return false;
+}
+
 function fromCache(name: string, requester: LoadedObject, env: SearchEnv, searched: SearchedDir[]): Step {
   if (!env.cache) return { kind: "next", otherClass: false, tried: false };
   searched.push({ dir: "ld.so.cache", via: "cache" });
+  // (Its CPU-dependent options are computed on first read: kept lazy through the prototype.)
   const opts: LookupOptions = hasNodeflib(requester)
-    ? { ...env.cacheOptions, nodeflib: { systemDirs: env.defaultDirs } }
+    ? Object.assign(Object.create(env.cacheOptions) as LookupOptions, { nodeflib: { systemDirs: env.defaultDirs } })
     : env.cacheOptions;
   const path = lookupCacheEntry(env.cache, name, opts).entry?.path;
   if (!path) return { kind: "next", otherClass: false, tried: false };

@@ -164,6 +164,46 @@ describe.runIf(haveLdso && has("gcc") && fs.existsSync(path.join(repoRoot, "buil
   });
 });
 
+describe.runIf(haveLdso && has("gcc") && has("strace") && fs.existsSync(path.join(repoRoot, "build/js/cli/main.js")))("asking the loader only when it matters", () => {
+  it("check starts no ld.so --help for a tree without hwcaps subdirectories, and one when a run-path directory has glibc-hwcaps/", () => {
+    const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), "elfpatch-hwcaps-")));
+    try {
+      fs.mkdirSync(path.join(dir, "dep"));
+      fs.writeFileSync(path.join(dir, "dep.c"), "int dep(void){return 1;}\n");
+      fs.writeFileSync(path.join(dir, "app.c"), "int dep(void); int app(void){return dep();}\n");
+      const cc = (args: string[]) => {
+        const r = spawnSync("gcc", args, { encoding: "utf8" });
+        expect(r.status, r.stderr).toBe(0);
+      };
+      cc(["-shared", "-fPIC", "-o", path.join(dir, "dep", "libdep.so"), path.join(dir, "dep.c")]);
+      cc(["-shared", "-fPIC", "-o", path.join(dir, "libapp.so"), path.join(dir, "app.c"), `-L${dir}/dep`, "-ldep", "-Wl,--disable-new-dtags", "-Wl,-rpath,$ORIGIN/dep"]);
+      const checkUnderStrace = (): { execs: string[]; path: string } => {
+        const log = path.join(dir, "strace.log");
+        const r = spawnSync("strace", ["-f", "-qq", "-e", "trace=execve", "-o", log, process.execPath,
+          path.join(repoRoot, "build/js/cli/main.js"), "check", "--json", path.join(dir, "libapp.so")], { encoding: "utf8" });
+        expect(r.status, r.stderr).toBe(0);
+        const execs = fs.readFileSync(log, "utf8").split("\n").filter((l) => l.includes("execve(") && l.includes("--help"));
+        const rec = r.stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l) as { type: string; needed?: { name: string; path: string | null }[] })
+          .find((x) => x.type === "file")!;
+        return { execs, path: rec.needed!.find((e) => e.name === "libdep.so")!.path! };
+      };
+      const plain = checkUnderStrace();
+      expect(plain.execs).toEqual([]);
+      expect(plain.path).toBe(`${dir}/dep/libdep.so`);
+      // A glibc-hwcaps copy for the best level this CPU supports: now the CPU matters, and the
+      // loader is asked once; the copy is what check (as ld.so) picks.
+      const best = activeHwcapsDirs()[0];
+      fs.mkdirSync(path.join(dir, "dep", "glibc-hwcaps", best ?? "x86-64-v2"), { recursive: true });
+      fs.copyFileSync(path.join(dir, "dep", "libdep.so"), path.join(dir, "dep", "glibc-hwcaps", best ?? "x86-64-v2", "libdep.so"));
+      const hw = checkUnderStrace();
+      expect(hw.execs.length).toBe(1);
+      expect(hw.path).toBe(best ? `${dir}/dep/glibc-hwcaps/${best}/libdep.so` : `${dir}/dep/libdep.so`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("the loader's --help text", () => {
   it("gives the supported subdirectories, the platform and legacy names, or nothing to go by", () => {
     const v236 = [
