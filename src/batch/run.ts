@@ -306,10 +306,12 @@ async function workShards(
       for (let c = queue.takeFront(); c !== null; c = queue.takeFront()) {
         const [start, end] = c;
         const shard = files.slice(start, end);
+        const edited = journal.edited;
         await writer.shard(shard, probe, (k) => fileDone(start + k), (recs) => results.set(start, recs));
         done += shard.length;
         (pool as Pool | null)?.pump();
-        if (background !== null && spec.write === "in-place") {
+        // Only after a shard that edited files (a re-run edits none: no sync, no helper process).
+        if (background !== null && spec.write === "in-place" && journal.edited > edited) {
           if (!background.busy) void background.request(dirname(shard[0]!.path));
           await new Promise<void>((r) => setImmediate(r)); // hear the helper's answers
         }
