@@ -213,7 +213,7 @@ function parseAll(e: Elf, flags: u32): void {
   if (!im.ok) return;
   checkDynStrings(e);
   if (!im.ok) return;
-  parseVersions(e);
+  if ((flags & ParseFlag.NoVersions) == 0 || (flags & ParseFlag.Refs) != 0) parseVersions(e);
   if (!im.ok) return;
   if (flags & ParseFlag.Refs) parseSymbolRefs(e);
 }

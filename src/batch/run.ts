@@ -307,7 +307,7 @@ async function workShards(
         const [start, end] = c;
         const shard = files.slice(start, end);
         const edited = journal.edited;
-        await writer.shard(shard, probe, (k) => fileDone(start + k), (recs) => results.set(start, recs));
+        await writer.shard(shard.map((f) => ({ path: f.path, links: f.links, stat: f })), probe, (k) => fileDone(start + k), (recs) => results.set(start, recs));
         done += shard.length;
         (pool as Pool | null)?.pump();
         // Only after a shard that edited files (a re-run edits none: no sync, no helper process).

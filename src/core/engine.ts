@@ -87,6 +87,8 @@ export interface PlannedEdits {
 
 /** The first read of every file: covers the headers (and all tables of a small library) at once. */
 const PREFIX = 16 * 1024;
+/** A file up to this size is read whole at once (an extension module's tables are spread over it). */
+const WHOLE = 64 * 1024;
 /** A parse needing more rounds than this is a core bug, not a property of the file. */
 const MAX_ROUNDS = 64;
 
@@ -137,7 +139,7 @@ export class CoreEngine {
     return this.guarded((core) => {
       if (fresh) {
         core.beginJob(size);
-        const first = Math.min(size, PREFIX);
+        const first = size <= WHOLE ? size : PREFIX;
         if (first > 0) readRange(core, src, 0, first);
       }
       let status = core.parse(flags) as Status;
@@ -173,7 +175,9 @@ export class CoreEngine {
     grow = true,
     versions = true,
   ): PlannedEdits {
-    const light = this.parse(src, path, 0, true, true, versions);
+    // Without version names, the light parse leaves the version tables unread too (the full
+    // parse below reads them, for a request that changes something).
+    const light = this.parse(src, path, versions ? 0 : ParseFlag.NoVersions, true, true, versions);
     if (!light.info) throw statusError(light.status);
     const before = light.info;
     const request = typeof req === "function" ? req(before) : req;

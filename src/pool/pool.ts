@@ -274,6 +274,8 @@ export class Pool {
     const paths = files.map((f) => f.path);
     const links = files.map((f) => f.links);
     const sizes = files.map((f) => f.size);
+    const stats = new Float64Array(4 * files.length);
+    files.forEach((f, i) => stats.set([f.dev, f.ino, f.nlink, f.ctimeMs], 4 * i));
     // Each file once, however often it ran (a dead worker's shard runs again).
     const counted = new Uint8Array(files.length);
     const once = (g: number): void => {
@@ -285,7 +287,7 @@ export class Pool {
       const d = new Drain(once, sink);
       this.drains.add(d);
       const task: QueueTask = {
-        paths, links, sizes, policy, queue: queue.buffer, spec, port: d.remote, track, ...(this.keys ? { keys: this.keys } : {}),
+        paths, links, sizes, stats, policy, queue: queue.buffer, spec, port: d.remote, track, ...(this.keys ? { keys: this.keys } : {}),
       };
       let failure: Error | null = null;
       try {

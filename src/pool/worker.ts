@@ -9,7 +9,7 @@ import { basename } from "node:path";
 import { threadId, workerData, type MessagePort } from "node:worker_threads";
 import { CoreEngine } from "../core/engine.js";
 import { useCoreModule } from "../core/module.js";
-import { processShard, ShardWriter, type BatchSpec, type FileRecord } from "../batch/process-file.js";
+import { processShard, ShardWriter, type BatchSpec, type FileRecord, type ScannedStat, type ShardFile } from "../batch/process-file.js";
 import { BackgroundSync } from "../io/background-sync.js";
 import { batchView, LibraryProbe } from "../policy/rpath.js";
 import { takeConsulted, trackConsulted, type Consulted } from "../shared/consulted.js";
@@ -41,6 +41,8 @@ export interface QueueTask {
   paths: string[];
   links: (string[] | undefined)[];
   sizes: number[];
+  /** Per file, what the scan saw besides its size: `[dev, ino, nlink, ctimeMs]` (see ScannedStat). */
+  stats?: Float64Array;
   policy: ClaimPolicy;
   queue: SharedArrayBuffer;
   spec: BatchSpec;
@@ -102,6 +104,13 @@ export default function runShard(task: ShardTask): ShardResult {
   return { records, consulted: task.track ? takeConsulted() : null };
 }
 
+/** What the scan saw of the batch's file `i`, if the task says. */
+function scannedStat(task: QueueTask, i: number): ScannedStat | undefined {
+  const s = task.stats;
+  if (s === undefined || s.length < 4 * (i + 1)) return undefined;
+  return { size: task.sizes[i]!, dev: s[4 * i]!, ino: s[4 * i + 1]!, nlink: s[4 * i + 2]!, ctimeMs: s[4 * i + 3]! };
+}
+
 /** Most time between two progress messages of a worker. */
 const PROGRESS_MS = 100;
 
@@ -131,8 +140,8 @@ export async function drainQueue(task: QueueTask): Promise<number> {
     for (let c = queue.takeBack(); c !== null; c = queue.takeBack()) {
       const [start, end] = c;
       say({ claim: c });
-      const files = [];
-      for (let i = start; i < end; i++) files.push({ path: task.paths[i]!, links: task.links[i] });
+      const files: ShardFile[] = [];
+      for (let i = start; i < end; i++) files.push({ path: task.paths[i]!, links: task.links[i], stat: scannedStat(task, i) });
       trackConsulted(task.track === true);
       const fileDone = (k: number): void => {
         finished.push(start + k);

@@ -4,7 +4,7 @@
  * dead worker left of its shard is undone and the other files are patched again; the pool keeps
  * serving afterwards.
  */
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -176,6 +176,42 @@ describe("worker pool", () => {
     } finally {
       await pool.close();
       delete process.env.ELFPATCH_TEST_WORKER_DIES_AFTER;
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("a worker plans from what the scan saw", () => {
+  it("trusts the scan's stat for a file that needs no edit, and plans a file replaced since the scan as it is now", async () => {
+    const work = mkdtempSync(join(tmpdir(), "elfpatch-pool-scanned-"));
+    const pool = await Pool.create(1);
+    try {
+      const paths = LIBS.map((l) => join(work, l));
+      for (const l of LIBS) copyFileSync(join(HOST, l), join(work, l));
+      // The scan's view: a link count no file has (an unchanged file's record shows the scan's),
+      // and libz as it was before another library replaced it.
+      const files: ScannedFile[] = paths.map((p) => {
+        const st = statSync(p);
+        return { path: p, size: st.size, dev: st.dev, ino: st.ino, nlink: 7, sig: "", ctimeMs: st.ctimeMs };
+      });
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30); // past the timestamp tick
+      copyFileSync(join(HOST, "libutil.so.1"), join(work, "new"));
+      renameSync(join(work, "new"), paths[0]!);
+      const policy = { threads: 1, maxFiles: 1 };
+      /** Records of `batch` drained by the worker alone under `spec`. */
+      const drained = async (batch: ScannedFile[], s: BatchSpec): Promise<FileRecord[]> => {
+        const got = new Map<number, FileRecord[]>();
+        await pool.drain(batch, new ShardQueue(batch.map((f) => f.size), policy), policy, s, () => {}, (start, recs) => got.set(start, recs));
+        return [...got.keys()].sort((a, b) => a - b).flatMap((k) => got.get(k)!);
+      };
+      const unchanged = await drained(files.slice(1), { req: {}, dryRun: true });
+      expect(unchanged.map((r) => [r.path, r.status, r.links])).toEqual(files.slice(1).map((f) => [f.path, "unchanged", 7]));
+      // libz (now libutil) gets a run path it has no room for: the plan is made from an fstat.
+      const [replaced] = await drained(files.slice(0, 1), { req: {}, rpath: { set: "/opt/elfpatch-scanned-test/lib", force: true }, dryRun: true });
+      expect(replaced).toMatchObject({ status: "would-patch", size: statSync(paths[0]!).size, links: 1 });
+      expect(replaced!.before?.soname).toBe((await readelfInfo(join(HOST, "libutil.so.1"))).soname);
+    } finally {
+      await pool.close();
       rmSync(work, { recursive: true, force: true });
     }
   });

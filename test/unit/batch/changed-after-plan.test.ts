@@ -6,12 +6,12 @@
  * copies are written as a group (all copies, one sync, then the renames): a file changed after its
  * copy was made is not replaced either, and the group works without `sync -f` too.
  */
-import { appendFileSync, chmodSync, copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { appendFileSync, chmodSync, copyFileSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { CoreEngine } from "../../../src/core/engine.js";
-import { planOne, writePlanned, type BatchSpec } from "../../../src/batch/process-file.js";
+import { bufferSource, CoreEngine } from "../../../src/core/engine.js";
+import { planOne, writePlanned, type BatchSpec, type ScannedStat } from "../../../src/batch/process-file.js";
 import { recoverJournal, writeEditsInPlace } from "../../../src/batch/journal.js";
 import { LibraryProbe } from "../../../src/policy/rpath.js";
 import { syncFileSystems } from "../../../src/io/safe-write.js";
@@ -142,6 +142,88 @@ describe("a file that changes after it was planned", () => {
       expect(readFileSync(f).equals(orig)).toBe(false);
       recoverJournal(journal!);
       expect(readFileSync(f).equals(orig)).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/**
+ * The batch plans a file from what its scan's `lstat` saw (no `fstat` of its own) while the file
+ * needs no edit; a file that needs edits is `fstat`ed before anything is written and planned again
+ * from its current bytes if it changed since the scan. Without that, the edits of a file replaced
+ * or appended to after the scan would be planned on the scan's size and fail (or worse).
+ */
+describe("a file that changes between the scan and its plan", () => {
+  const HOST = "/usr/lib/x86_64-linux-gnu";
+  const wait = (ms: number): void => void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  const scannedOf = (f: string): ScannedStat => {
+    const st = statSync(f);
+    return { size: st.size, dev: st.dev, ino: st.ino, nlink: st.nlink, ctimeMs: st.ctimeMs };
+  };
+  const spec: BatchSpec = { req: { setRpath: LONG, rpathTag: "rpath" } };
+
+  for (const [how, other] of [["a smaller library", "libdl.so.2"], ["a larger library", "libm.so.6"]] as const) {
+    it(`replaced by ${how} after the scan: planned and written as it is now`, () => {
+      const dir = mkdtempSync(join(tmpdir(), "elfpatch-scanned-"));
+      try {
+        const f = join(dir, "lib.so");
+        copyFileSync(LIB, f);
+        const scanned = scannedOf(f);
+        wait(30); // past the timestamp tick
+        copyFileSync(join(HOST, other), join(dir, "new"));
+        renameSync(join(dir, "new"), f);
+        const engine = CoreEngine.create();
+        const p = planOne(engine, f, spec, new LibraryProbe(), false, [], scanned);
+        expect(p.rec.error).toBeUndefined();
+        expect(p.plan!.before.size).toBe(statSync(f).size);
+        expect(p.ctimeMs).toBe(statSync(f).ctimeMs);
+        const soname = engine.inspect(bufferSource(readFileSync(join(HOST, other))), other).soname;
+        expect(p.rec.before?.soname).toBe(soname);
+        writePlanned(engine, [p], spec, false, false);
+        expect(p.rec.status).toBe("patched");
+        const after = engine.inspect(bufferSource(readFileSync(f)), f);
+        expect(after).toMatchObject({ soname, rpath: LONG });
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+
+  it("appended to after the scan (same inode, larger): the edits keep the appended bytes", () => {
+    const dir = mkdtempSync(join(tmpdir(), "elfpatch-scanned-"));
+    try {
+      const f = join(dir, "libz.so.1");
+      copyFileSync(LIB, f);
+      const scanned = scannedOf(f);
+      wait(30);
+      appendFileSync(f, "trailing bytes another writer added");
+      const engine = CoreEngine.create();
+      const p = planOne(engine, f, spec, new LibraryProbe(), false, [], scanned);
+      expect(p.plan!.before.size).toBe(scanned.size + 35);
+      writePlanned(engine, [p], spec, false, false);
+      expect(p.rec.status).toBe("patched");
+      expect(engine.inspect(bufferSource(readFileSync(f)), f).rpath).toBe(LONG);
+      expect(readFileSync(f).includes("trailing bytes another writer added")).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("unchanged since the scan: the plan and its record equal those made without the scan's stat", () => {
+    const dir = mkdtempSync(join(tmpdir(), "elfpatch-scanned-"));
+    try {
+      const f = join(dir, "libz.so.1");
+      copyFileSync(LIB, f);
+      const engine = CoreEngine.create();
+      for (const req of [spec.req, {}]) {
+        const s: BatchSpec = { req };
+        const fresh = planOne(engine, f, s, new LibraryProbe());
+        const trusted = planOne(engine, f, s, new LibraryProbe(), false, [], scannedOf(f));
+        expect(trusted.rec).toEqual(fresh.rec);
+        expect(trusted.ctimeMs).toBe(fresh.ctimeMs);
+        expect(trusted.plan?.edits ?? null).toEqual(fresh.plan?.edits ?? null);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

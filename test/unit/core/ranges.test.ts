@@ -6,6 +6,7 @@
  * - one engine running inspect + plan over 2,000 files ends with the Wasm memory it had after
  *   the first pass over the corpus (no growth per file), below 64 MiB.
  */
+import { execFileSync } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync, statSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { bufferSource, CoreEngine, fdSource, type ByteSource } from "../../../src/core/engine.js";
@@ -157,5 +158,53 @@ describe.skipIf(!existsSync(LIBZ))("the engine reads ranges, never the whole fil
     expect(afterFirstPass).not.toBeNull();
     expect(last).toBe(afterFirstPass);
     expect(last!).toBeLessThan(64 * MiB);
+  });
+});
+
+/** `[offset, size]` of each named section (readelf -SW). */
+function sections(file: string): Map<string, [number, number]> {
+  const out = new Map<string, [number, number]>();
+  for (const line of execFileSync("readelf", ["-SW", file], { encoding: "utf8" }).split("\n")) {
+    const m = /\]\s+(\S+)\s+\S+\s+[0-9a-f]+\s+([0-9a-f]+)\s+([0-9a-f]+)/.exec(line);
+    if (m) out.set(m[1]!, [parseInt(m[2]!, 16), parseInt(m[3]!, 16)]);
+  }
+  return out;
+}
+
+/** Wraps `src`, noting every range read. */
+function noting(src: ByteSource): { src: ByteSource; ranges: [number, number][] } {
+  const ranges: [number, number][] = [];
+  return { ranges, src: { size: src.size, read: (dst, off) => (ranges.push([off, off + dst.length]), src.read(dst, off)) } };
+}
+
+/**
+ * A check whose caller reads no version names (the batch's, `versions: false`) leaves the symbol
+ * version tables unread: a no-op plan makes no read for them (none starts inside either table),
+ * and on libraries where the tables would take a read of their own it makes fewer reads than a
+ * plan that wants the names, with the same answers otherwise.
+ */
+describe("a check without version names", () => {
+  const libs = ["libstdc++.so.6", "libcrypto.so.3", "libsystemd.so.0", "libgcrypt.so.20", "libm.so.6"]
+    .map((l) => `${HOST_LIB_DIR}/${l}`).filter((f) => existsSync(f));
+  it.skipIf(libs.length === 0)("does not read .gnu.version_r / .gnu.version_d", () => {
+    const engine = CoreEngine.create();
+    let fewer = 0;
+    for (const file of libs) {
+      const s = sections(file);
+      const tables = [s.get(".gnu.version_r"), s.get(".gnu.version_d")].filter((t): t is [number, number] => t !== undefined);
+      const planned = (versions: boolean) => withFd(file, (fdSrc) => {
+        const n = noting(fdSrc);
+        return { plan: engine.plan(n.src, file, {}, true, versions), ranges: n.ranges };
+      });
+      const light = planned(false);
+      const full = planned(true);
+      expect(light.plan.edits).toEqual([]);
+      const startsInTable = light.ranges.filter(([a]) => a > 0 && tables.some(([off, n]) => a >= off && a < off + n));
+      expect(startsInTable, `${file}: reads ${JSON.stringify(light.ranges)}`).toEqual([]);
+      expect(Object.keys(full.plan.before.versionNeeds).length).toBeGreaterThan(0);
+      expect({ ...light.plan.before, versionNeeds: {}, versionDefs: [] }).toEqual({ ...full.plan.before, versionNeeds: {}, versionDefs: [] });
+      if (light.ranges.length < full.ranges.length) fewer++;
+    }
+    expect(fewer, "libraries whose check made fewer reads without version names").toBeGreaterThan(0);
   });
 });
