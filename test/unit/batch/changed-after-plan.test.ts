@@ -162,13 +162,21 @@ describe("a file that changes between the scan and its plan", () => {
     return { size: st.size, dev: st.dev, ino: st.ino, nlink: st.nlink, ctimeMs: st.ctimeMs };
   };
   const spec: BatchSpec = { req: { setRpath: LONG, rpathTag: "rpath" } };
+  /** Runs `fn` on a copy of libz (as `name`) in a fresh directory, removed afterwards. */
+  const withCopy = (name: string, fn: (f: string, dir: string) => void): void => {
+    const dir = mkdtempSync(join(tmpdir(), "elfpatch-scanned-"));
+    try {
+      const f = join(dir, name);
+      copyFileSync(LIB, f);
+      fn(f, dir);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
 
   for (const [how, other] of [["a smaller library", "libdl.so.2"], ["a larger library", "libm.so.6"]] as const) {
     it(`replaced by ${how} after the scan: planned and written as it is now`, () => {
-      const dir = mkdtempSync(join(tmpdir(), "elfpatch-scanned-"));
-      try {
-        const f = join(dir, "lib.so");
-        copyFileSync(LIB, f);
+      withCopy("lib.so", (f, dir) => {
         const scanned = scannedOf(f);
         wait(30); // past the timestamp tick
         copyFileSync(join(HOST, other), join(dir, "new"));
@@ -184,17 +192,12 @@ describe("a file that changes between the scan and its plan", () => {
         expect(p.rec.status).toBe("patched");
         const after = engine.inspect(bufferSource(readFileSync(f)), f);
         expect(after).toMatchObject({ soname, rpath: LONG });
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
+      });
     });
   }
 
   it("appended to after the scan (same inode, larger): the edits keep the appended bytes", () => {
-    const dir = mkdtempSync(join(tmpdir(), "elfpatch-scanned-"));
-    try {
-      const f = join(dir, "libz.so.1");
-      copyFileSync(LIB, f);
+    withCopy("libz.so.1", (f) => {
       const scanned = scannedOf(f);
       wait(30);
       appendFileSync(f, "trailing bytes another writer added");
@@ -205,16 +208,11 @@ describe("a file that changes between the scan and its plan", () => {
       expect(p.rec.status).toBe("patched");
       expect(engine.inspect(bufferSource(readFileSync(f)), f).rpath).toBe(LONG);
       expect(readFileSync(f).includes("trailing bytes another writer added")).toBe(true);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it("unchanged since the scan: the plan and its record equal those made without the scan's stat", () => {
-    const dir = mkdtempSync(join(tmpdir(), "elfpatch-scanned-"));
-    try {
-      const f = join(dir, "libz.so.1");
-      copyFileSync(LIB, f);
+    withCopy("libz.so.1", (f) => {
       const engine = CoreEngine.create();
       for (const req of [spec.req, {}]) {
         const s: BatchSpec = { req };
@@ -224,8 +222,6 @@ describe("a file that changes between the scan and its plan", () => {
         expect(trusted.ctimeMs).toBe(fresh.ctimeMs);
         expect(trusted.plan?.edits ?? null).toEqual(fresh.plan?.edits ?? null);
       }
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
