@@ -205,8 +205,9 @@ export function planOne(
         plan = planAs(st);
       }
       if (st === scanned && plan.edits.length > 0) {
-        // Bytes read after the `fstat` below would be newer than its change time: the file is
-        // planned again (with the change time taken before the reads) when it changed since the scan.
+        // Edits are checked at write time against a change time taken before their bytes were
+        // read: the scan's, if the file is still as the scan saw it; else it is planned again
+        // from now on (this fstat precedes that plan's reads).
         const now = statOpen(fd);
         if (!sameStat(now, scanned)) plan = planAs(now);
         st = now;
