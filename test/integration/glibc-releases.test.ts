@@ -170,7 +170,11 @@ describe("$LIB and hwcaps subdirectories: the resolver searches where each glibc
   }
 });
 
-let hwObjects: { foo: string; app: string } | null = null;
+let hwObjects: { foo: string; app: string; src: string } | null = null;
+// The compiled objects are shared by the fixtures of every case; their directory goes at the end.
+afterAll(() => {
+  if (hwObjects) fs.rmSync(hwObjects.src, { recursive: true, force: true });
+});
 
 /** libapp.so (DT_RPATH `<virt>/lib`, NEEDED libhwfoo.so) and libhwfoo.so in each of `subdirs` of `<host>/lib`. */
 function buildHwFixture(host: string, virt: string, subdirs: string[]): void {
@@ -180,7 +184,7 @@ function buildHwFixture(host: string, virt: string, subdirs: string[]): void {
     fs.writeFileSync(path.join(src, "app.c"), "int hw_foo(void);\nint hw_app(void) { return hw_foo(); }\n");
     // No libc: the objects load under any glibc release.
     execFileSync("gcc", ["-shared", "-fPIC", "-nostdlib", "-Wl,-soname,libhwfoo.so", "-o", path.join(src, "libhwfoo.so"), path.join(src, "foo.c")]);
-    hwObjects = { foo: path.join(src, "libhwfoo.so"), app: path.join(src, "app.c") };
+    hwObjects = { foo: path.join(src, "libhwfoo.so"), app: path.join(src, "app.c"), src };
   }
   fs.mkdirSync(path.join(host, "app"), { recursive: true });
   execFileSync("gcc", ["-shared", "-fPIC", "-nostdlib", "-o", path.join(host, "app/libapp.so"), hwObjects.app, hwObjects.foo,
