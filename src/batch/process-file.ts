@@ -147,7 +147,7 @@ export interface PlannedFile {
 
 /**
  * What the scan's `lstat` saw of a file. A file that needs no edit is checked without an `fstat`
- * of its own (on the bench tree's re-run, 3,165 of them cost 20-25 ms of the main thread); a file
+ * of its own (on the bench tree's re-run, 3,165 of them took 20-37 ms of the main thread); a file
  * that gets edits is `fstat`ed before anything is written, and planned again if it changed since.
  */
 export interface ScannedStat {

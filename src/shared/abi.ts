@@ -63,7 +63,7 @@ export enum ParseFlag {
   Refs = 1,
   /**
    * Leave the symbol version tables unread (a check whose caller reads no version names: on the
-   * bench tree's re-run a quarter of the files needed one or two more reads for them).
+   * bench tree's re-run 534 files, a sixth, needed one or two more reads for them).
    */
   NoVersions = 2,
 }
