@@ -26,7 +26,8 @@ function copyAndRename(files: string[]): void {
   }
 }
 
-if (isMainThread) {
+/** The main thread: shards the files over `THREADS` threads and prints the wall time in ms. */
+async function main(): Promise<void> {
   const [dir, threadsArg] = process.argv.slice(2);
   if (!dir) throw new Error("usage: floor.js DIR [THREADS]");
   const threads = Math.max(1, Number(threadsArg ?? 2));
@@ -35,13 +36,20 @@ if (isMainThread) {
   files.forEach((f, i) => parts[i % threads]!.push(f));
   const t0 = performance.now();
   const others = parts.slice(1).map((p) => new Promise<void>((resolve, reject) => {
-    const w = new Worker(new URL(import.meta.url), { workerData: p });
+    const w = new Worker(__filename, { workerData: p });
     w.once("message", () => resolve());
     w.once("error", reject);
   }));
   copyAndRename(parts[0]!);
   await Promise.all(others);
   console.log((performance.now() - t0).toFixed(0));
+}
+
+if (isMainThread) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  });
 } else {
   copyAndRename(workerData as string[]);
   parentPort!.postMessage("done");

@@ -27,7 +27,6 @@ import {
 import { availableParallelism, tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { SETTLE_MS } from "../batch/cache.js";
-import { fileURLToPath } from "node:url";
 import { isElf } from "../scan/walk.js";
 
 const args = process.argv.slice(2);
@@ -46,7 +45,7 @@ const work = join(root, "work");
 const profileRoot = join(root, "nix", "var", "nix", "profiles", "per-user", "alice", "profile");
 const profile = join(profileRoot, "lib");
 /** The `elfpatch` command as installed (package.json "bin"): the launcher in build/bin. */
-const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "elfpatch");
+const cli = join(__dirname, "..", "..", "bin", "elfpatch");
 
 /** Regular ELF files under `dir` (no symlinks), recursively. */
 function elfFiles(dir: string): string[] {
@@ -227,7 +226,7 @@ function measureCheck(files: number): string[] {
  * over the original by as many threads as elfpatch uses, with no ELF work (bench/floor.ts).
  */
 function measureFloor(): string[] {
-  const floor = join(dirname(fileURLToPath(import.meta.url)), "floor.js");
+  const floor = join(__dirname, "floor.js");
   const ms: number[] = [];
   for (let i = 0; i < REPS; i++) {
     fresh();

@@ -24,7 +24,6 @@ import { execFile, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { availableParallelism, homedir, tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { isElf } from "../scan/walk.js";
 
@@ -43,7 +42,7 @@ const maxBytes = Number(opt("--max-mb") ?? 4000) * 1e6;
 const root = join(tmpdir(), "elfpatch-sweep");
 const orig = join(root, "orig");
 const profile = join(root, "profile", "lib");
-const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "cli", "main.js");
+const cli = join(__dirname, "..", "cli", "main.js");
 const HOST_LIBS = "/usr/lib/x86_64-linux-gnu";
 const LDSO = "/lib64/ld-linux-x86-64.so.2";
 
@@ -239,4 +238,7 @@ async function main(): Promise<void> {
   process.exitCode = bad > 0 ? 1 : 0;
 }
 
-await main();
+main().catch((err: unknown) => {
+  process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -1,10 +1,6 @@
 /**
- * commander, loaded as the CommonJS package it is (through `require`): half the load time of its
- * ES-module wrapper, which matters for a CLI whose cached re-run takes a few dozen milliseconds.
+ * commander, as the CommonJS package it is: the build is CommonJS (see tsconfig.json), so this is
+ * a plain `require`, not its ES-module wrapper (half the load time, which a cached re-run of a few
+ * dozen milliseconds feels).
  */
-import { createRequire } from "node:module";
-import type * as Commander from "commander";
-
-const commander = createRequire(import.meta.url)("commander") as typeof Commander;
-export const { Command, CommanderError, InvalidArgumentError, Option } = commander;
-export type Command = Commander.Command;
+export { Command, CommanderError, InvalidArgumentError, Option } from "commander";

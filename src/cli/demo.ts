@@ -9,16 +9,20 @@ import { execFileSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
-import { fileURLToPath } from "node:url";
 import { attachResolution } from "../batch/resolution.js";
 import { runBatch } from "../batch/run.js";
 import type { BatchSpec } from "../batch/process-file.js";
 import { defaultJobs } from "../pool/pool.js";
 import { renderSummary } from "./render.js";
 
+/** The checkout: the directory above this file that holds fixtures/src (build/js has a package.json of its own). */
 function findRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, "package.json"))) dir = dirname(dir);
+  let dir = __dirname;
+  while (!existsSync(join(dir, "fixtures", "src"))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error("fixtures/src not found above " + __dirname);
+    dir = up;
+  }
   return dir;
 }
 
@@ -98,4 +102,7 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+main().catch((err: unknown) => {
+  process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -40,22 +40,26 @@ const io: CliIo = {
   },
 };
 
-try {
-  await createProgram(io).parseAsync(process.argv);
-  flush();
-} catch (err) {
-  flush();
-  if (err instanceof CommanderError) {
-    // --help and --version exit 0; every other commander error is a usage error.
-    process.exitCode = err.exitCode === 0 ? 0 : 2;
-  } else {
-    process.stderr.write(`elfpatch: internal error: ${(err as Error).stack ?? String(err)}\n`);
-    process.exitCode = 3;
+async function main(): Promise<void> {
+  try {
+    await createProgram(io).parseAsync(process.argv);
+    flush();
+  } catch (err) {
+    flush();
+    if (err instanceof CommanderError) {
+      // --help and --version exit 0; every other commander error is a usage error.
+      process.exitCode = err.exitCode === 0 ? 0 : 2;
+    } else {
+      process.stderr.write(`elfpatch: internal error: ${(err as Error).stack ?? String(err)}\n`);
+      process.exitCode = 3;
+    }
   }
+
+  // Done: leave now rather than when V8's background jobs (compiles and GC tasks that no longer
+  // matter) have drained, which costs a short run about 10 ms. Only once stdout and stderr have
+  // taken everything (on Linux pipes, files and terminals are written synchronously; elsewhere the
+  // natural exit flushes them).
+  if (process.stdout.writableLength === 0 && process.stderr.writableLength === 0) process.exit();
 }
 
-// Done: leave now rather than when V8's background jobs (compiles and GC tasks that no longer
-// matter) have drained, which costs a short run about 10 ms. Only once stdout and stderr have
-// taken everything (on Linux pipes, files and terminals are written synchronously; elsewhere the
-// natural exit flushes them).
-if (process.stdout.writableLength === 0 && process.stderr.writableLength === 0) process.exit();
+void main();

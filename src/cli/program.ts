@@ -1,6 +1,5 @@
 /** Builds the commander program with injected I/O, so tests can run it without a process. */
 import { Command } from "./commander.js";
-import { createRequire } from "node:module";
 import { checkCommand } from "./commands/check.js";
 import { patchCommand } from "./commands/patch.js";
 import { recoverCommand } from "./commands/recover.js";
@@ -15,7 +14,6 @@ export interface CliIo {
 }
 
 export function packageVersion(): string {
-  const require = createRequire(import.meta.url);
   for (const rel of ["../../package.json", "../../../package.json"]) {
     try {
       return (require(rel) as { version: string }).version;

@@ -5,7 +5,6 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { ElfPatchError, ErrorCode } from "../errors.js";
 
 export type CoreFlavor = "release" | "debug";
@@ -14,7 +13,7 @@ const cache = new Map<CoreFlavor, WebAssembly.Module>();
 
 /** Walks up from this file to the package root (the directory holding `build/wasm`). */
 export function wasmPath(flavor: CoreFlavor = "release"): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
+  let dir = __dirname;
   for (let i = 0; i < 6; i++) {
     const candidate = join(dir, "build", "wasm", `core.${flavor}.wasm`);
     if (existsSync(candidate)) return candidate;

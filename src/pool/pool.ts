@@ -5,7 +5,6 @@
 import { existsSync, readdirSync, unlinkSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { MessageChannel, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
 import type { Piscina } from "piscina";
 import { coreModule } from "../core/module.js";
@@ -62,7 +61,7 @@ function undoDeadShard(thread: number, records: RecordPlace[], paths: string[]):
 
 /** The compiled worker (workers must be .js files): build/js/pool/worker.js. */
 export function workerPath(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
+  let dir = __dirname;
   for (let i = 0; i < 6; i++) {
     const candidate = join(dir, "build", "js", "pool", "worker.js");
     if (existsSync(candidate)) return candidate;

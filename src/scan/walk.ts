@@ -7,7 +7,6 @@
  * read here, or nothing with `sniff: false` (the batch, which opens every file anyway); a file the
  * result cache knows costs nothing but its `lstat`.
  */
-import { createRequire } from "node:module";
 import { closeSync, lstatSync, openSync, readdirSync, readSync, realpathSync, statSync, type Stats } from "node:fs";
 import { basename, join, relative, resolve, sep } from "node:path";
 import { ErrorCode, toErrorRecord, type ErrorRecord } from "../errors.js";
@@ -139,7 +138,7 @@ function matcher(globs: string[] | undefined): ((rel: string) => boolean) | null
   const withSlash = globs.filter((g) => g.includes("/"));
   const plain = globs.filter((g) => !g.includes("/"));
   // picomatch (CommonJS) is loaded only when there are globs.
-  const picomatch = createRequire(import.meta.url)("picomatch") as typeof import("picomatch");
+  const picomatch = require("picomatch") as typeof import("picomatch");
   const byPath = withSlash.length ? picomatch(withSlash, { dot: true }) : null;
   const byName = plain.length ? picomatch(plain, { dot: true }) : null;
   return (rel) => (byPath !== null && byPath(rel)) || (byName !== null && byName(basename(rel)));

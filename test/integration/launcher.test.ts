@@ -7,7 +7,7 @@
  * generation.
  */
 import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -85,5 +85,31 @@ describe("the elfpatch command", () => {
     const { MALLOC_TRIM_THRESHOLD_: _, ...clean } = process.env;
     expect(run(clean)).toBe("65536");
     expect(run({ ...clean, MALLOC_TRIM_THRESHOLD_: "1048576" })).toBe("1048576");
+  });
+
+  // node 20 starts its ES-module loader only for an ES module (or an import()): 25-30 ms of every
+  // start on the bench machine, and each module then loads slower than through require. The build
+  // is CommonJS (tsconfig.json, build/js/package.json); this fails if it goes back to ES modules,
+  // in the main thread or in a worker.
+  const LIB = ["/usr/lib/x86_64-linux-gnu/libz.so.1", "/lib/x86_64-linux-gnu/libz.so.1"].find((f) => existsSync(f));
+  it.skipIf(LIB === undefined)("loads the CLI and its worker threads through require: node's ES-module loader never starts", () => {
+    const tree = join(dir, "many");
+    mkdirSync(tree);
+    // 256 files or more: the batch starts its worker (EAGER_FILES in src/batch/run.ts).
+    for (let i = 0; i < 300; i++) copyFileSync(LIB!, join(tree, `lib${i}.so`));
+    const env = { ...process.env, NODE_DEBUG: "module,esm" };
+    const r = spawnSync(LAUNCHER, ["patch", "-j2", "--no-cache", "--no-progress", "--set-rpath", "$ORIGIN", tree], { encoding: "utf8", env });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain("elfpatch: 300 patched");
+    // node's module debug log names the worker module as the CommonJS loader loads it...
+    expect(r.stderr).toMatch(/MODULE \d+: load "[^"]*build\/js\/pool\/worker\.js"/);
+    // ...and the ES-module loader's log is empty.
+    expect(r.stderr).not.toMatch(/^ESM \d+:/m);
+    for (const args of [["--version"], ["show", LIB!]]) {
+      const s = spawnSync(LAUNCHER, args, { encoding: "utf8", env });
+      expect(s.status, s.stderr).toBe(0);
+      expect(s.stderr).toMatch(/^MODULE \d+:/m);
+      expect(s.stderr).not.toMatch(/^ESM \d+:/m);
+    }
   });
 });
