@@ -7,7 +7,7 @@
  * request, has ended; false when none was made (the helper could not start, died, or `sync -f`
  * failed): the caller then syncs by other means.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 
 const LOOP = 'while IFS= read -r d; do sync -f -- "$d" >/dev/null 2>&1; echo $?; done';
 
@@ -51,6 +51,7 @@ export class BackgroundSync {
   private start(): ChildProcess | null {
     let c: ChildProcess;
     try {
+      const { spawn } = require("node:child_process") as typeof import("node:child_process"); // (loaded at first use: see safe-write.ts)
       c = spawn("sh", ["-c", LOOP], { stdio: ["pipe", "pipe", "ignore"] });
     } catch {
       this.dead = true;

@@ -5,17 +5,22 @@
  * removed and the original is untouched. The rename replaces this path only: other hard links to
  * the old inode keep the old bytes (uv's cache stays intact).
  */
-import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   chmodSync, closeSync, constants, copyFileSync, fchmodSync, fchownSync, fstatSync, fsyncSync, linkSync, openSync, renameSync,
   statSync, unlinkSync, writeSync, type Stats,
 } from "node:fs";
-import { copyFile, rename } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { threadId } from "node:worker_threads";
 import { ElfPatchError, ErrorCode, explained } from "../errors.js";
 import type { Edit } from "../core/types.js";
+
+/**
+ * node:fs/promises and node:child_process are required where a write needs them: a run that
+ * writes nothing (a re-run) loads neither (with their dependencies, streams, net, readline: about
+ * 30 internal modules node compiles at first use, in every thread).
+ */
+const promises = (): typeof import("node:fs/promises") => require("node:fs/promises") as typeof import("node:fs/promises");
 
 let counter = 0;
 
@@ -119,7 +124,7 @@ export async function prepareCopyAsync(
   try {
     const st = statSync(target);
     checkUnchanged(st, planned);
-    await copyFile(target, tmp, constants.COPYFILE_FICLONE).catch((err: unknown) => {
+    await promises().copyFile(target, tmp, constants.COPYFILE_FICLONE).catch((err: unknown) => {
       throw copyRefused(err, target);
     });
     editCopy(tmp, st, edits, newSize, verify, false);
@@ -187,7 +192,7 @@ export function commitCopy(tmp: string, target: string, planned?: PlannedState, 
  */
 export async function commitCopyAsync(tmp: string, target: string, planned?: PlannedState): Promise<void> {
   checkUnchanged(statSync(target), planned);
-  await rename(tmp, target).catch((err: unknown) => {
+  await promises().rename(tmp, target).catch((err: unknown) => {
     throw renameRefused(err);
   });
 }
@@ -220,6 +225,7 @@ export function syncFileSystems(dirs: Iterable<string>): boolean {
   const list = [...byDevice.values()];
   if (list.length === 0) return true;
   try {
+    const { spawnSync } = require("node:child_process") as typeof import("node:child_process");
     return spawnSync("sync", ["-f", ...list], { stdio: "ignore" }).status === 0;
   } catch {
     return false;

@@ -28,7 +28,6 @@
  * Every result can be overridden by the caller (a target profile) or computed from another
  * machine's /proc/cpuinfo text (and, optionally, its loader's `--help` text).
  */
-import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { basename } from "node:path";
 import { machine as hostMachine } from "node:os";
@@ -119,6 +118,7 @@ function hostLoaderView(): LoaderCpuView | null {
   hostView = null;
   const loader = runningLoader();
   if (loader !== null) {
+    const { spawnSync } = require("node:child_process") as typeof import("node:child_process"); // (loaded at first use)
     const r = spawnSync(loader, ["--help"], { encoding: "utf8", timeout: 10_000 });
     if (r.status === 0) hostView = parseLoaderHelp(r.stdout);
   }
